@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("base", "sft", "dpo", "grpo", "grpo-irl", "dr-irl", "bon")
 STAGE_FILE = "stage.json"
+WARM_STARTS = ("none", "sft")
+GRPO_METHODS = ("grpo", "grpo-irl", "dr-irl")
 SECTIONS = ("run", "reward", "align", "eval", "sft", "dpo", "bon")
 
 
@@ -41,11 +43,19 @@ class RunConfig:
     final_method: str = field(default="dr-irl", metadata=help_field(
         "Method whose model is copied to OUTPUT/model with a model card."))
     seed: int = field(default=0, metadata=help_field("Seed shared by every stage."))
+    warm_start: str = field(default="none", metadata=help_field(
+        "Where the GRPO methods (grpo, grpo-irl, dr-irl) start: none (the policy as is) or sft (the `sft` "
+        "baseline's model, trained on the demonstrations' train split). METHOD.md leaves initialisation open; a "
+        "small model rarely samples a refusal, so GRPO from it sees almost no reward contrast within a group, and "
+        "the SFT start gives the rollouts the demonstrations' form first. The reward models still take their "
+        "negatives from the policy as is, and the report lists the sft model too so its own share shows."))
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if self.warm_start not in WARM_STARTS:
+            raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}, got {self.warm_start!r}")
 
 
 @dataclass
@@ -89,11 +99,12 @@ def _reward_config(p: PipelineConfig, output: str, *, per_category: bool, varian
                    "per_category": per_category, "variant": variant}, p.source, "reward")
 
 
-def _align_config(p: PipelineConfig, output: str, reward_models: str, scaling_mode: str):
+def _align_config(p: PipelineConfig, output: str, reward_models: str, scaling_mode: str,
+                  start: str | None = None):
     from drirl.align.trainer import AlignConfig
 
     return _build(AlignConfig, p.sections["align"],
-                  {"output": output, "policy": p.run.policy, "data": p.run.data, "seed": p.run.seed,
+                  {"output": output, "policy": start or p.run.policy, "data": p.run.data, "seed": p.run.seed,
                    "reward_models": reward_models, "scaling_mode": scaling_mode}, p.source, "align")
 
 
@@ -194,10 +205,14 @@ def run_pipeline(config: PipelineConfig) -> Path:
         from drirl.models import resolve_model
 
         models["base"] = resolve_model(config.run.policy)
+    warm = config.run.warm_start == "sft" and bool(needs & set(GRPO_METHODS))
+    if "sft" in methods or "bon" in methods or warm:
+        models["sft"] = _baseline(config, root, "sft", timings)
     for method, bundle_name, scaling in (("grpo", "reward-single", "none"), ("grpo-irl", "reward", "none"),
                                          ("dr-irl", "reward", "both")):
         if method in methods:
-            ac = _align_config(config, str(root / f"align-{method}" / "run"), bundles[bundle_name], scaling)
+            ac = _align_config(config, str(root / f"align-{method}" / "run"), bundles[bundle_name], scaling,
+                               start=models["sft"] if warm else None)
             stage = Stage(root, f"align-{method}", config_to_dict(ac))
 
             def align(ac=ac):
@@ -207,8 +222,6 @@ def run_pipeline(config: PipelineConfig) -> Path:
 
             out = _run_stage(stage, align, timings)
             models[method], histories[method] = out["model"], out["run"]
-    if "sft" in methods or "bon" in methods:
-        models["sft"] = _baseline(config, root, "sft", timings)
     if "dpo" in methods:
         models["dpo"] = _baseline(config, root, "dpo", timings)
 

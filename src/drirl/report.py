@@ -112,7 +112,8 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
     }
     atomic_write_json(root / "report.json", report)
     lines = ["# drirl run report", "",
-             f"Policy `{config.run.policy}`, methods {', '.join(results)}, seed {config.run.seed}.", "",
+             f"Policy `{config.run.policy}`, methods {', '.join(results)}, seed {config.run.seed}"
+             + _warm_start_note(config) + ".", "",
              "## Safety and usefulness", "", compare_results(results), ""]
     if reward_metrics:
         lines += ["## Reward models (held-out pairwise accuracy: demonstration vs policy sample)", "",
@@ -132,12 +133,18 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
     return root / "report.md"
 
 
+def _warm_start_note(config: Any) -> str:
+    if getattr(config.run, "warm_start", "none") == "sft":
+        return "; the GRPO methods start from the SFT model (`run.warm_start: sft`)"
+    return ""
+
+
 def model_card(config: Any, result: dict[str, Any] | None) -> str:
     from drirl.config import config_to_dict
 
     lines = ["---", "library_name: transformers", "tags: [drirl, safety, grpo, inverse-rl]", "---", "",
              f"# {config.run.final_method} model trained with drirl", "",
-             f"- **Base model:** `{config.run.policy}`",
+             f"- **Base model:** `{config.run.policy}`" + _warm_start_note(config),
              f"- **Data:** {config.run.data or 'the bundled drirl 7-category Chain-of-Draft set (train split)'}",
              f"- **Method:** {config.run.final_method} (see drirl's METHOD.md: category reward models learned by "
              "inverse RL, GRPO with dynamic reward scaling)", "", "## Settings", "", "```json",
