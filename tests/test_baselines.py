@@ -346,3 +346,13 @@ def test_accelerate_configs_load(name, distributed_type, num_processes):
         assert fsdp["fsdp_reshard_after_forward"] == "FULL_SHARD"
         assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
         assert fsdp["fsdp_use_orig_params"] is True and fsdp["fsdp_sync_module_states"] is True
+
+
+def test_lora_top_layers_limits_adapters_to_the_last_layers(tiny_lm_path):
+    from transformers import AutoConfig
+
+    from drirl.align.baselines import SFTBaselineConfig, _lora_config
+
+    layers = AutoConfig.from_pretrained(tiny_lm_path).num_hidden_layers
+    assert _lora_config(SFTBaselineConfig(lora_top_layers=1), str(tiny_lm_path)).layers_to_transform == [layers - 1]
+    assert _lora_config(SFTBaselineConfig(), str(tiny_lm_path)).layers_to_transform is None

@@ -57,6 +57,8 @@ class _PolicyTrainingConfig:
     lora_dropout: float = field(default=0.0, metadata=help_field("LoRA dropout."))
     lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), metadata=help_field(
         "Module names that get adapters; ['all-linear'] targets every linear layer but the output head."))
+    lora_top_layers: int | None = field(default=None, metadata=help_field(
+        "Adapters only on the top N transformer layers (None: all); backpropagation stops there (cheaper)."))
     system_prompt: str | None = field(default=None, metadata=help_field(
         "System prompt put before every training prompt; use the same one at evaluation. Default: none."))
     save_dtype: str = field(default="auto", metadata=help_field(
@@ -233,14 +235,17 @@ def merge_and_save(model: Any, tokenizer: Any, output_dir: str | Path, *, dtype:
     return output_dir
 
 
-def _lora_config(config: _PolicyTrainingConfig):
+def _lora_config(config: _PolicyTrainingConfig, model_ref: str):
     from peft import LoraConfig, TaskType
+
+    from drirl.training import top_layers
 
     targets: list[str] | str = list(config.lora_target_modules)
     if targets == ["all-linear"]:
         targets = "all-linear"  # peft wants this shortcut as a bare string
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=targets)
+                      lora_dropout=config.lora_dropout, target_modules=targets,
+                      layers_to_transform=top_layers(model_ref, config.lora_top_layers))
 
 
 def _load_for_training(model_ref: str, config: _PolicyTrainingConfig):
@@ -357,9 +362,9 @@ def train_sft(examples: Iterable[Any], model: str, output_dir: str | Path,
     args = SFTConfig(**_training_arguments(config, work_dir),
                      completion_only_loss=True,  # the prompt is context, not a target
                      packing=False)
-    trainer = SFTTrainer(model=policy, args=args, train_dataset=Dataset.from_list(sft_rows(examples,
-                                                                                           config.system_prompt)),
-                         processing_class=tokenizer, peft_config=_lora_config(config) if config.use_lora else None)
+    rows = sft_rows(examples, config.system_prompt)
+    trainer = SFTTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=_lora_config(config, model) if config.use_lora else None)
     logger.info("SFT: %d demonstrations, base %s", len(examples), model)
     trainer.train()
     manifest = _manifest("sft", model, config, trainer, started, train_examples=len(examples))
@@ -429,7 +434,7 @@ def train_dpo(examples: Iterable[Any], rejected: dict[str, list[str]] | None, mo
     policy, tokenizer = _load_for_training(model, config)
     args = DPOConfig(**_training_arguments(config, work_dir), beta=config.beta, loss_type=config.loss_type)
     trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=_lora_config(config) if config.use_lora else None)
+                         peft_config=_lora_config(config, model) if config.use_lora else None)
     logger.info("DPO: %d pairs from %d examples, base %s", len(rows), len(examples), model)
     trainer.train()
     manifest = _manifest("dpo", model, config, trainer, started, train_examples=len(examples), train_pairs=len(rows))
