@@ -1,0 +1,156 @@
+"""Fast tests of the pure helpers in benchmarks/bench_rollout.py and benchmarks/bench_memory.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+rollout = _load("bench_rollout")
+memory = _load("bench_memory")
+
+
+# ------------------------------------------------------------------------------------------------ bench_rollout
+def test_count_new_tokens_stops_at_the_first_eos_and_counts_it():
+    rows = [[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0], [5, 3, 6, 2, 0]]
+    assert rollout.count_new_tokens(rows, {2}) == (3 + 5 + 1 + 4, 20)
+    assert rollout.count_new_tokens(rows, [2, 3]) == (3 + 5 + 1 + 2, 20)
+    assert rollout.count_new_tokens([], {2}) == (0, 0)
+
+
+def _example(id_, category, prompt=None):
+    return SimpleNamespace(id=id_, category=category, prompt=prompt or f"prompt {id_}")
+
+
+def test_pick_prompts_alternates_harmful_and_benign_whatever_the_input_order():
+    examples = [_example(f"b{i}", "benign") for i in range(3)]
+    examples += [_example(f"c{i}", "crime") for i in range(2)] + [_example(f"p{i}", "privacy") for i in range(2)]
+    picked = rollout.pick_prompts(examples, 6)
+    assert picked == ["prompt c0", "prompt b0", "prompt p0", "prompt b1", "prompt c1", "prompt b2"]
+    assert rollout.pick_prompts(list(reversed(examples)), 6) == picked
+    # Benign prompts run out: harmful ones fill the rest.
+    assert rollout.pick_prompts(examples, 7)[-1] == "prompt p1"
+    with pytest.raises(ValueError, match="asked for 8"):
+        rollout.pick_prompts(examples, 8)
+
+
+def test_pick_prompts_on_the_bundled_train_split():
+    from drirl.data.schema import load_bundled
+
+    examples = load_bundled(split="train")
+    picked = rollout.pick_prompts(examples, 8)
+    categories = {e.prompt: e.category for e in examples}
+    assert len(set(picked)) == 8
+    assert [categories[p] == "benign" for p in picked] == [False, True] * 4
+    assert len({categories[p] for p in picked[::2]}) == 4  # harmful ones from four categories
+
+
+def test_table_speedups_and_skipped_rows():
+    rows = [rollout.Row("dynamic", "2×4", 100, 128, 2.0), rollout.Row("static", "2×4", 100, 128, 1.0),
+            rollout.Row("vllm", "2×4", note="not installed")]
+    assert rollout.speedups(rows) == {"dynamic": 1.0, "static": 2.0, "vllm": None}
+    table = rollout.markdown_table(rows)
+    assert "| static | 2×4 | 100 | 128 | 1.000 | 100.0 | 128.0 | 2.00 |" in table
+    assert "not installed" in table
+
+
+def test_rollout_arguments():
+    args = rollout.parse_args(["--shape", "gpu", "--compile"])
+    assert (args.prompts, args.generations, args.max_new_tokens) == (8, 8, 128)
+    assert args.backend_list == ["dynamic", "static", "static+compile", "drirl", "vllm"]
+    args = rollout.parse_args(["--prompts", "3", "--backends", "drirl"])
+    assert (args.prompts, args.generations, args.max_new_tokens, args.backend_list) == (3, 4, 64, ["drirl"])
+    with pytest.raises(SystemExit):
+        rollout.parse_args(["--backends", "dynamic,turbo"])
+
+
+# ------------------------------------------------------------------------------------------------ bench_memory
+def test_parse_stage():
+    assert memory.parse_stage("12:00:01 INFO drirl.pipeline: stage align-dr-irl: running") == "align-dr-irl"
+    assert memory.parse_stage("INFO drirl.pipeline: stage reward: complete, skipping") == "reward (skipped)"
+    assert memory.parse_stage("generating:  50%|█████     | 1/2") is None
+
+
+def test_process_tree_follows_descendants_only():
+    parents = {1: 0, 10: 1, 11: 10, 12: 10, 13: 11, 20: 1}
+    assert sorted(memory.process_tree(10, parents)) == [10, 11, 12, 13]
+    assert memory.process_tree(99, parents) == [99]
+
+
+def test_quick_overrides_are_fields_of_the_stage_configs(tmp_path):
+    from drirl.align.trainer import AlignConfig
+    from drirl.eval.harness import EvalConfig
+    from drirl.reward.irl import RewardTrainConfig
+
+    sections = {"reward": RewardTrainConfig, "align": AlignConfig, "eval": EvalConfig}
+    args = memory.quick_overrides(tmp_path)
+    assert args[::2] == ["--set"] * (len(args) // 2)
+    for item in args[1::2]:
+        key = item.partition("=")[0]
+        section, _, name = key.partition(".")
+        assert name in {f.name for f in dataclasses.fields(sections[section])}, key
+    eval_data = tmp_path / "quick-eval.jsonl"
+    assert f"eval.eval_data={eval_data}" in args
+    from drirl.eval.harness import load_eval_examples
+
+    examples = load_eval_examples(str(eval_data))
+    assert len(examples) == memory.QUICK_EVAL_PROMPTS and all(e.split == "test" for e in examples)
+
+
+ALLOCATE = "import time; b = bytearray({mib} * 2**20); print('ready', flush=True); time.sleep({sleep})"
+
+
+def test_tree_rss_sums_a_child_and_its_grandchild():
+    grandchild = ALLOCATE.format(mib=96, sleep=30)
+    code = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {grandchild!r}]); "
+            + ALLOCATE.format(mib=64, sleep=30))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline, rss = time.monotonic() + 20, 0
+        while time.monotonic() < deadline:
+            rss = memory.tree_rss_bytes(child.pid)
+            if rss >= 160 * 2**20:
+                break
+            time.sleep(0.1)
+        assert rss >= 160 * 2**20
+        assert memory.vmrss_bytes(child.pid) < 160 * 2**20  # the child alone holds less
+        assert len(memory.process_tree(child.pid, memory.parent_map())) == 2
+    finally:
+        for pid in memory.process_tree(child.pid, memory.parent_map())[1:]:
+            os.kill(pid, signal.SIGTERM)
+        child.kill()
+        child.wait()
+
+
+def test_monitor_reports_stage_peaks():
+    code = ("import logging, time; logging.basicConfig(level=logging.INFO); log = logging.getLogger('drirl');"
+            "log.info('stage small: running'); time.sleep(0.6);"
+            "log.info('stage big: running'); b = bytearray(128 * 2**20); time.sleep(0.8)")
+    result = memory.Monitor([sys.executable, "-c", code], interval=0.1, echo=False).run()
+    assert result.exit_code == 0
+    stages = {s.stage: s for s in result.stages}
+    assert {"small", "big"} <= set(stages)
+    assert stages["big"].peak_rss_bytes >= 128 * 2**20 > stages["small"].peak_rss_bytes
+    assert result.peak_stage == "big" and result.peak_rss_bytes == stages["big"].peak_rss_bytes
+    assert result.ru_maxrss_bytes >= 128 * 2**20
+    table = memory.render(result, 8.0)
+    assert "| big |" in table and "within the 8 GiB target" in table
