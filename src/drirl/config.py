@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -38,9 +40,34 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, *, from_string: bool) -> Any:
+# Float fields where +inf is a meaningful setting (it disables the outlier mask); everywhere else a NaN or an
+# infinite number is a mistake (`learning_rate: .nan` would otherwise train on NaN weights) and is refused. A field
+# can also opt in with ``metadata={"allow_inf": True}``.
+INFINITY_ALLOWED = ("outlier_tau", "scaling_outlier_tau")
+
+
+def _allows_inf(field: dataclasses.Field | None) -> bool:
+    return field is not None and (field.name in INFINITY_ALLOWED or bool(field.metadata.get("allow_inf")))
+
+
+class _NotFinite(TypeError):
+    """A float that is NaN (or infinite where that is not allowed): the right type, a wrong value."""
+
+
+def _finite(number: float, allow_inf: bool) -> float:
+    if math.isnan(number) or (math.isinf(number) and not allow_inf):
+        raise _NotFinite(f"expected a finite number, got {number!r}")
+    return number
+
+
+def _type_error(err: TypeError) -> str:
+    return f"{'invalid value' if isinstance(err, _NotFinite) else 'wrong type'}: {err}"
+
+
+def _coerce(value: Any, tp: Any, *, from_string: bool, allow_inf: bool = False) -> Any:
     """Return ``value`` as type ``tp`` or raise TypeError. Strings from the command line are parsed; YAML values
-    must already have the right type (an int is accepted where a float is expected)."""
+    must already have the right type (an int is accepted where a float is expected). NaN is never a valid float;
+    ±inf only where ``allow_inf``."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -49,13 +76,16 @@ def _coerce(value: Any, tp: Any, *, from_string: bool) -> Any:
         if value is None or (from_string and isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
+        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, from_string=from_string)
-            except TypeError:
-                continue
+                return _coerce(value, arg, from_string=from_string, allow_inf=allow_inf)
+            except TypeError as err:
+                errors.append(err)
+        if len(errors) == 1 and isinstance(errors[0], _NotFinite):
+            raise errors[0]
         raise TypeError(f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -68,7 +98,7 @@ def _coerce(value: Any, tp: Any, *, from_string: bool) -> Any:
             value = [v for v in (s.strip() for s in value.split(",")) if v]
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"expected a list, got {value!r}")
-        return [_coerce(v, item_type, from_string=from_string) for v in value]
+        return [_coerce(v, item_type, from_string=from_string, allow_inf=allow_inf) for v in value]
     if origin is dict or tp is dict:
         if from_string and isinstance(value, str):
             value = yaml.safe_load(value)
@@ -92,12 +122,14 @@ def _coerce(value: Any, tp: Any, *, from_string: bool) -> Any:
         raise TypeError(f"expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), allow_inf)
         if isinstance(value, str):
             try:  # YAML reads "1e-5" as a string; accept it for floats everywhere.
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                return _finite(number, allow_inf)
         raise TypeError(f"expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -116,13 +148,14 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str | None =
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            close = [name for name in fields if name.startswith(str(key)[:4])]
+            close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.75) or \
+                [name for name in fields if name.startswith(str(key)[:4])][:3]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown key for {cls.__name__}{hint}", file=source, key=str(key))
         try:
-            kwargs[key] = _coerce(value, hints[key], from_string=from_string)
+            kwargs[key] = _coerce(value, hints[key], from_string=from_string, allow_inf=_allows_inf(fields[key]))
         except TypeError as err:
-            raise ConfigError(f"wrong type: {err}", file=source, key=key) from None
+            raise ConfigError(_type_error(err), file=source, key=key) from None
     for name, field in fields.items():
         if field.metadata.get("required") and kwargs.get(name, getattr_default(field)) in (None, ""):
             raise ConfigError(f"missing required field ({field.metadata.get('help', '')})", file=source, key=name)
@@ -143,11 +176,19 @@ def getattr_default(field: dataclasses.Field) -> Any:
 def read_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("config file not found", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("config file is not valid UTF-8", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("config path is a folder, expected a YAML file", file=str(path)) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read the config file: {err.strerror or err}", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"config file is not valid UTF-8 (line {line}, byte {err.start}); save it as UTF-8",
+                          file=str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -214,12 +255,13 @@ def config_from_args(cls: type[T], args: argparse.Namespace, *, config_path: str
                      section: str | None = None, extra: dict[str, Any] | None = None) -> T:
     overrides_raw = {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__")}
     hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     overrides: dict[str, Any] = {}
     for key, value in overrides_raw.items():
         try:
-            overrides[key] = _coerce(value, hints[key], from_string=True)
+            overrides[key] = _coerce(value, hints[key], from_string=True, allow_inf=_allows_inf(fields.get(key)))
         except TypeError as err:
-            raise ConfigError(f"wrong type: {err}", file="command line", key=key) from None
+            raise ConfigError(_type_error(err), file="command line", key=key) from None
     overrides.update(extra or {})
     return load_config(cls, config_path, overrides, section=section)
 
