@@ -113,34 +113,67 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
-def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False, skipped: list | None = None) -> list[dict]:
-    """Read JSON lines. A malformed line raises DataError with file and line, or is recorded in ``skipped``."""
-    rows: list[dict] = []
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file (a BOM is dropped). A missing file or undecodable bytes (latin-1, UTF-16...) raise
+    DataError naming the file and the line of the first bad byte."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", file=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, expected a file", file=str(path)) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", file=str(path)) from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"not valid UTF-8 (byte {err.start})", file=str(path), line=line) from None
-    for number, line in enumerate(text.splitlines(), start=1):
+        hint = " (UTF-16? save the file as UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else \
+            " (save the file as UTF-8)"
+        raise DataError(f"not valid UTF-8 (byte {err.start}){hint}", file=str(path),
+                        line=raw[: err.start].count(b"\n") + 1) from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed value or DataError) for each non-blank line of a JSON-lines file.
+
+    Lines are split on "\\n" only: str.splitlines() also breaks on U+2028 and friends, which JSON strings may hold.
+    """
+    text = read_text(path)
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        except ValueError as err:
+            yield number, json.loads(line)
+        except (ValueError, RecursionError) as err:
+            yield number, DataError(f"malformed JSON: {err}" if isinstance(err, ValueError)
+                                    else "malformed JSON: nested too deeply", file=str(path), line=number)
+
+
+def read_jsonl_numbered(path: str | os.PathLike, *, skip_invalid: bool = False,
+                        skipped: list | None = None) -> list[tuple[int, dict]]:
+    """Like :func:`read_jsonl`, with each row's line number."""
+    rows: list[tuple[int, dict]] = []
+    for number, row in iter_jsonl(path):
+        if not isinstance(row, DataError) and not isinstance(row, dict):
+            row = DataError(f"expected a JSON object, got {type(row).__name__}", file=str(path), line=number)
+        if isinstance(row, DataError):
             if skip_invalid:
                 if skipped is not None:
-                    skipped.append({"line": number, "reason": f"malformed JSON: {err}"})
+                    prefix = f"{path}:{number}: "
+                    message = str(row)
+                    skipped.append({"line": number,
+                                    "reason": message[len(prefix):] if message.startswith(prefix) else message})
                 continue
-            raise DataError(f"malformed JSON: {err}", file=str(path), line=number) from None
-        rows.append(row)
+            raise row
+        rows.append((number, row))
     return rows
+
+
+def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False, skipped: list | None = None) -> list[dict]:
+    """Read JSON lines. A malformed line raises DataError with file and line, or is recorded in ``skipped``."""
+    return [row for _, row in read_jsonl_numbered(path, skip_invalid=skip_invalid, skipped=skipped)]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

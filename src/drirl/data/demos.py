@@ -28,7 +28,7 @@ from typing import Any
 from drirl.config import config_to_dict, help_field
 from drirl.data.schema import BENIGN, Example, Taxonomy, card_path, default_taxonomy, load_taxonomy, read_examples
 from drirl.errors import ConfigError, DataError
-from drirl.io import atomic_write_json
+from drirl.io import atomic_write_json, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def load_templates(templates_dir: str | os.PathLike | None = None,
                 break
         if path is None:
             raise ConfigError(f"no template for category {category!r}", key="templates_dir")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         if "{prompt}" not in text:
             raise ConfigError("a template must contain the placeholder {prompt}", file=str(path))
         templates[category] = text

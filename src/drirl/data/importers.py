@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any
 
 from drirl.data.schema import BENIGN, SPLITS, Example, Taxonomy, default_taxonomy
 from drirl.errors import ConfigError, DataError
+from drirl.io import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -300,11 +302,11 @@ def _read_rows(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[t
         raise DataError("file not found", file=str(path))
     kind = _table_format(path)
     if kind in ("csv", "tsv"):
-        try:
-            handle = open(path, encoding="utf-8-sig", newline="")
-        except OSError as err:
-            raise DataError(f"cannot read: {err}", file=str(path)) from None
-        with handle:
+        # Decoded in full first: a decoding error then names its true line (csv reads in blocks).
+        text = read_text(path)
+        if not text.strip():
+            raise DataError("the file is empty (no header row)", file=str(path))
+        with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if kind == "tsv" else ",")
             try:
                 header = reader.fieldnames or []
@@ -314,7 +316,7 @@ def _read_rows(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[t
                                         file=str(path), line=1, field=name)
                 for row in reader:
                     yield reader.line_num, row
-            except (csv.Error, UnicodeDecodeError) as err:
+            except csv.Error as err:
                 raise DataError(f"malformed CSV: {err}", file=str(path), line=reader.line_num) from None
         return
     if kind == "parquet":
@@ -331,10 +333,9 @@ def _read_rows(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[t
         for number, row in enumerate(table.to_pylist(), start=1):
             yield number, row
         return
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read: {err}", file=str(path)) from None
+    text = read_text(path)
+    if not text.strip():
+        raise DataError("the file is empty", file=str(path))
     if kind == "json":
         try:
             data = json.loads(text)
@@ -463,12 +464,11 @@ def import_safety_prompts(path: str | os.PathLike, *, mapping: dict[str, str | N
     taxonomy = taxonomy or default_taxonomy()
     mapper = _Mapper(_mapping(SAFETY_PROMPTS_MAPPING, mapping), taxonomy, report)
     collector = _Collector("safety-prompts", str(path), report, skip_invalid, split)
+    text = read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise DataError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"malformed JSON: {err}", file=str(path)) from None
+        data = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"malformed JSON: {err}", file=str(path), line=getattr(err, "lineno", None)) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object mapping scenario names to lists of {prompt, response, type}",
                         file=str(path))

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from drirl.errors import DataError
-from drirl.io import atomic_directory, atomic_write_json, write_jsonl
+from drirl.io import atomic_directory, atomic_write_json, iter_jsonl, read_text, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -189,12 +189,12 @@ def load_taxonomy(path: str | os.PathLike | None = None) -> Taxonomy:
     """Read a taxonomy YAML (``categories: [{id, name, description}, ...]``); the bundled one by default."""
     path = Path(path) if path is not None else DEFAULT_TAXONOMY_PATH
     where = str(path)
+    if not path.is_file():
+        raise DataError("taxonomy file not found" if not path.exists() else "taxonomy path is not a file",
+                        file=where)
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("taxonomy file not found", file=where) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read the taxonomy: {err}", file=where) from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise DataError(f"invalid YAML: {getattr(err, 'problem', err)}", file=where,
@@ -261,27 +261,7 @@ def _reason(err: DataError) -> str:
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed value or DataError) for each non-blank line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", file=str(path)) from None
-    except OSError as err:
-        raise DataError(f"cannot read: {err.strerror or err}", file=str(path)) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"not valid UTF-8 (byte {err.start})", file=str(path),
-                        line=raw[: err.start].count(b"\n") + 1) from None
-    # Split on "\n" only: str.splitlines() also breaks on U+2028 and friends, which JSON strings may contain.
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except (ValueError, RecursionError) as err:
-            yield number, DataError(f"malformed JSON: {err}" if isinstance(err, ValueError)
-                                    else "malformed JSON: nested too deeply", file=str(path), line=number)
+    return iter_jsonl(path)
 
 
 def _iter_dataset_folder(path: Path) -> Iterator[tuple[int, Any]]:
@@ -334,7 +314,9 @@ def read_examples_report(path: str | os.PathLike, *, taxonomy: Taxonomy | None =
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
     first_line: dict[str, int] = {}
+    records = 0
     for number, row in rows:
+        records += 1
         try:
             if isinstance(row, DataError):
                 raise row
@@ -352,6 +334,10 @@ def read_examples_report(path: str | os.PathLike, *, taxonomy: Taxonomy | None =
             continue
         first_line[example.id] = number
         examples.append(example)
+    if not records:
+        # An empty file is never a useful input: saying so beats training or evaluating on nothing.
+        raise DataError("no records: the file is empty" if not path.is_dir() else "no records: the dataset is empty",
+                        file=str(path))
     if skipped:
         logger.warning("%s: skipped %d invalid record(s): %s", path, sum(skipped.values()),
                        ", ".join(f"{reason}: {n}" for reason, n in skipped.most_common()))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl.errors import DataError
-from drirl.io import read_jsonl
+from drirl.io import read_jsonl_numbered, read_text
 
 __all__ = ["PLACEHOLDER", "JailbreakTemplate", "bundled_jailbreaks_path", "load_jailbreak_templates", "wrap"]
 
@@ -53,14 +53,8 @@ def _read_records(path: Path) -> list[tuple[int | None, Any]]:
     if suffix not in (".jsonl", ".json", ".yaml", ".yml"):
         raise DataError("jailbreak templates must be a .jsonl, .json, .yaml or .yml file", file=str(path))
     if suffix == ".jsonl":
-        # read_jsonl reports the line of malformed JSON; blank lines are skipped, so recount them for errors.
-        rows = read_jsonl(path)
-        lines = [n for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1) if line.strip()]
-        return list(zip(lines, rows, strict=True))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("file not found", file=str(path)) from None
+        return list(read_jsonl_numbered(path))
+    text = read_text(path)
     if suffix == ".json":
         try:
             data = json.loads(text)
