@@ -141,21 +141,25 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
-def as_eval_prompts(examples: Sequence[Any]) -> list[EvalPrompt]:
-    """Normalise Example objects or dicts; an empty prompt or category is a DataError naming the example."""
+def as_eval_prompts(examples: Sequence[Any], source: str | None = None) -> list[EvalPrompt]:
+    """Normalise Example objects or dicts; an empty prompt or category is a DataError naming the example (and
+    ``source``, the file it came from)."""
     out = []
     for index, example in enumerate(examples):
         example_id = str(_get(example, "id") or f"example-{index + 1}")
         prompt, category = _get(example, "prompt"), _get(example, "category")
+        if isinstance(prompt, list):
+            raise DataError(f"example '{example_id}' has a chat-message prompt; the evaluation (judges, jailbreak "
+                            "templates) needs plain-text prompts", file=source, field="prompt")
         if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(f"example '{example_id}' has an empty prompt", field="prompt")
+            raise DataError(f"example '{example_id}' has an empty prompt", file=source, field="prompt")
         if not isinstance(category, str) or not category.strip():
-            raise DataError(f"example '{example_id}' has no category", field="category")
+            raise DataError(f"example '{example_id}' has no category", file=source, field="category")
         meta = _get(example, "meta") or {}
         borderline = bool(meta.get("borderline", False)) if isinstance(meta, dict) else False
         out.append(EvalPrompt(id=example_id, prompt=prompt, category=category, borderline=borderline))
     if not out:
-        raise DataError("no evaluation prompts")
+        raise DataError("no evaluation prompts", file=source)
     return out
 
 
@@ -179,21 +183,24 @@ def bundled_qa_path() -> Path:
 
 def load_qa(path: str | Path | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """QA items ``{id, question, answers, topic}``, validated; the first ``limit`` when given."""
-    from drirl.io import read_jsonl
+    from drirl.io import read_jsonl_numbered
 
     path = Path(path) if path is not None else bundled_qa_path()
     items = []
-    for line, row in enumerate(read_jsonl(path), start=1):
+    for line, row in read_jsonl_numbered(path):
         question, answers = row.get("question"), row.get("answers")
         if not isinstance(question, str) or not question.strip():
             raise DataError("missing or empty question", file=str(path), line=line, field="question")
         if isinstance(answers, str):
             answers = [answers]
         if (not isinstance(answers, list) or not answers
-                or not all(isinstance(a, (str, int, float)) and str(a).strip() for a in answers)):
+                or not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) and str(a).strip()
+                           and (not isinstance(a, float) or math.isfinite(a)) for a in answers)):
             raise DataError("answers must be a non-empty list of strings", file=str(path), line=line, field="answers")
         items.append({"id": str(row.get("id") or f"qa-{line}"), "question": question,
                       "answers": [str(a) for a in answers], "topic": str(row.get("topic") or "general")})
+    if not items:
+        raise DataError("no QA items: the file is empty", file=str(path))
     return items if limit is None else items[:limit]
 
 
@@ -306,7 +313,8 @@ def _judge_for(config: EvalConfig) -> Judge:
                        allow_pickle=config.allow_pickle)
 
 
-def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig, description: str) -> list[str]:
+def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig, description: str,
+              stats: dict[str, Any] | None = None) -> list[str]:
     from drirl.generation import GenerationSettings, generate
 
     if not prompts:
@@ -314,7 +322,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, do_sample=False,
                                   batch_size=config.batch_size, seed=config.seed)
     outputs = generate(model, tokenizer, prompts, settings, system_prompt=config.system_prompt,
-                       progress=sys.stderr.isatty(), description=description)
+                       progress=sys.stderr.isatty(), description=description, stats=stats)
     return [out[0] if out else "" for out in outputs]
 
 
@@ -342,7 +350,8 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     started = time.monotonic()
     if (model is None) != (tokenizer is None):
         raise ConfigError("pass both model and tokenizer, or neither")
-    prompts = as_eval_prompts(examples if examples is not None else load_eval_examples(config.eval_data))
+    prompts = as_eval_prompts(examples if examples is not None else load_eval_examples(config.eval_data),
+                              source=None if examples is not None else config.eval_data)
     qa = list(qa_items) if qa_items is not None else load_qa(config.qa_data, config.qa_limit)
     if qa_items is not None and config.qa_limit is not None:
         qa = qa[:config.qa_limit]
@@ -365,16 +374,19 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
 
     # One batched generation per set.
     safety = harmful + benign
+    generation_stats: dict[str, Any] = {"truncated_prompts": 0}
     if responder is not None:
         safety_responses = list(responder([p.prompt for p in safety], [p.category for p in safety]))
         qa_responses = list(responder([item["question"] for item in qa], [BENIGN] * len(qa)))
         jb_responses = list(responder([t.wrap(p.prompt) for p, t in jailbreak_pairs],
                                       [p.category for p, _ in jailbreak_pairs]))
     else:
-        safety_responses = _generate(model, tokenizer, [p.prompt for p in safety], config, "safety prompts")
-        qa_responses = _generate(model, tokenizer, [item["question"] for item in qa], config, "QA")
+        safety_responses = _generate(model, tokenizer, [p.prompt for p in safety], config, "safety prompts",
+                                     generation_stats)
+        qa_responses = _generate(model, tokenizer, [item["question"] for item in qa], config, "QA",
+                                 generation_stats)
         jb_responses = _generate(model, tokenizer, [t.wrap(p.prompt) for p, t in jailbreak_pairs], config,
-                                 "jailbreaks")
+                                 "jailbreaks", generation_stats)
 
     if isinstance(judge, LLMJudge):
         judge.unparseable = 0
@@ -390,6 +402,8 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     summary = _summarise(config, judge, safety, safety_verdicts, qa, qa_values, jailbreak_pairs, jb_verdicts)
     # An empty answer counts as a refusal; many of them point at a broken model or template, not a safe model.
     summary["n"]["empty_responses"] = sum(not answer_part(r) for r in [*safety_responses, *jb_responses])
+    # Prompts longer than the model's context keep their last tokens (drirl.generation.generate); say how many.
+    summary["n"]["truncated_prompts"] = int(generation_stats["truncated_prompts"])
     if summary["n"]["empty_responses"]:
         logger.warning("%d empty responses (counted as refusals)", summary["n"]["empty_responses"])
     if config.lm_eval_tasks and model is not None:
