@@ -24,7 +24,7 @@ from typing import Any
 
 from drirl.errors import DataError, ModelError
 from drirl.io import safe_join
-from drirl.reward.scoring import completion_text, encode_pair
+from drirl.reward.scoring import completion_text, encode_pair, fit_max_length
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
             raise DataError("missing field", file=str(path), field=field)
     if manifest["mode"] not in ("lora", "full"):
         raise DataError(f"mode must be 'lora' or 'full', got {manifest['mode']!r}", file=str(path), field="mode")
+    max_length = manifest.get("max_length")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+        raise DataError(f"must be a positive integer, got {max_length!r}", file=str(path), field="max_length")
     models = manifest["models"]
     if not isinstance(models, dict) or not models:
         raise DataError("must map at least one category to its model", file=str(path), field="models")
@@ -149,6 +152,10 @@ class CategoryRewardModels:
                 self._models[name] = model.to(self.device).eval()
         self.categories = [c for c in entries if c != SINGLE_MODEL]
         self._demo_cache: dict[tuple[str, str, str], float] = {}
+        any_model = self._peft_model if self._peft_model is not None else next(iter(self._models.values()))
+        self.max_length = fit_max_length(self.max_length, any_model, self.tokenizer,
+                                         where=f"reward-model bundle {self.bundle_dir}")
+        self.truncated_pairs = 0  # pairs longer than max_length, scored on their last max_length tokens
 
     @classmethod
     def load(cls, bundle_dir: str | Path, **kwargs: Any) -> CategoryRewardModels:
@@ -204,9 +211,22 @@ class CategoryRewardModels:
         return logits.float().reshape(len(ids), -1)[:, 0].cpu().tolist()
 
     def encode(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[int]]:
-        """Token ids of each (prompt, completion), as the reward models saw them in training."""
-        return [encode_pair(self.tokenizer, p, completion_text(c), self.max_length)
-                for p, c in zip(prompts, completions, strict=True)]
+        """Token ids of each (prompt, completion), as the reward models saw them in training.
+
+        A pair longer than ``max_length`` keeps its last ``max_length`` tokens (the end of the response, which the
+        scalar head reads); such pairs are counted in ``truncated_pairs`` and logged.
+        """
+        stats: dict[str, int] = {}
+        encoded = [encode_pair(self.tokenizer, p, completion_text(c), self.max_length, stats)
+                   for p, c in zip(prompts, completions, strict=True)]
+        if stats.get("truncated"):
+            first = self.truncated_pairs == 0
+            self.truncated_pairs += stats["truncated"]
+            (logger.warning if first else logger.info)(
+                "reward scoring: %d of %d pair(s) longer than max_length %d tokens were scored on their last %d "
+                "tokens (%d so far)", stats["truncated"], len(encoded), self.max_length, self.max_length,
+                self.truncated_pairs)
+        return encoded
 
     def _score_encoded(self, name: str, encoded: Sequence[list[int]]) -> list[float]:
         # Length-aware batching: sorted by length, so a batch carries little padding; results in input order.

@@ -71,9 +71,16 @@ def _test_examples(manifest: dict[str, Any], data: str | os.PathLike | None, tax
 
 
 def _accuracy(demo_scores: Sequence[float], sample_scores: Sequence[float]) -> float:
-    if not demo_scores:
+    """Fraction of pairs ranked right; a pair with a NaN/inf score is left out (NaN > x is False, which would
+    silently count it as wrong), NaN when no pair is left."""
+    pairs = [(d, s) for d, s in zip(demo_scores, sample_scores, strict=True) if math.isfinite(d) and math.isfinite(s)]
+    if not pairs:
         return math.nan
-    return sum(d > s for d, s in zip(demo_scores, sample_scores, strict=True)) / len(demo_scores)
+    return sum(d > s for d, s in pairs) / len(pairs)
+
+
+def _nonfinite_pairs(demo_scores: Sequence[float], sample_scores: Sequence[float]) -> int:
+    return sum(not (math.isfinite(d) and math.isfinite(s)) for d, s in zip(demo_scores, sample_scores, strict=True))
 
 
 def evaluate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
@@ -95,7 +102,8 @@ def evaluate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike | 
         bundle: an already loaded :class:`CategoryRewardModels` of ``bundle_dir`` (skips loading it again).
 
     Returns a dict: ``pairwise_accuracy`` {category: acc}, ``mean_pairwise_accuracy``, ``cross_category``
-    {model: {category: acc}}, ``pairs`` {category: n}, ``models``, ``categories``, ``policy``, ``bundle``.
+    {model: {category: acc}}, ``pairs`` {category: n}, ``models``, ``categories``, ``policy``, ``bundle``,
+    ``nonfinite_pairs`` {model: pairs left out because a score was NaN/inf}.
     """
     from drirl.generation import GenerationSettings
     from drirl.reward.bundle import SINGLE_MODEL, CategoryRewardModels, read_manifest
@@ -129,6 +137,7 @@ def evaluate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike | 
     pair_index = [(i, sample) for i, e in enumerate(examples) for sample in samples[e.id]]
     categories = list(grouped)
     cross: dict[str, dict[str, float]] = {}
+    nonfinite: dict[str, int] = {}
     for name in bundle.model_names:
         scores = bundle.score_with(name, prompts + [prompts[i] for i, _ in pair_index],
                                    demos + [sample for _, sample in pair_index])
@@ -139,6 +148,10 @@ def evaluate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike | 
             good.append(demo_scores[i])
             bad.append(sample_score)
         cross[name] = {c: _accuracy(*by_category[c]) for c in categories}
+        nonfinite[name] = sum(_nonfinite_pairs(*by_category[c]) for c in categories)
+        if nonfinite[name]:
+            logger.warning("reward model %s: %d of %d pair(s) got a NaN/inf score and are left out of its accuracy",
+                           name, nonfinite[name], len(pair_index))
     pairs = {c: sum(len(samples[e.id]) for e in grouped[c]) for c in categories}
     if SINGLE_MODEL in cross and len(cross) == 1:
         pairwise = dict(cross[SINGLE_MODEL])
@@ -157,6 +170,7 @@ def evaluate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike | 
         "pairwise_accuracy": pairwise,
         "mean_pairwise_accuracy": sum(finite) / len(finite) if finite else math.nan,
         "cross_category": cross,
+        "nonfinite_pairs": nonfinite,
     }
 
 

@@ -32,7 +32,7 @@ from drirl.generation import GenerationSettings
 from drirl.io import atomic_directory, atomic_write_json, is_temporary, remove_temporaries, sha256_json
 from drirl.reward.bundle import BUNDLE_FORMAT, MANIFEST, SINGLE_MODEL
 from drirl.reward.negatives import sample_negatives
-from drirl.reward.scoring import encode_pair
+from drirl.reward.scoring import encode_pair, fit_max_length
 from drirl.training import top_layers
 
 logger = logging.getLogger(__name__)
@@ -140,9 +140,14 @@ class RewardTrainConfig:
 # ------------------------------------------------------------------------------------------------ data
 def load_training_examples(config: RewardTrainConfig) -> dict[str, list[Any]]:
     """Train-split examples with demonstrations, grouped by category (capped deterministically)."""
-    from drirl.data.schema import assert_not_test, load_bundled, load_taxonomy, read_examples
+    from drirl.data.schema import assert_not_test, default_taxonomy, load_bundled, load_taxonomy, read_examples
 
     taxonomy = load_taxonomy(config.taxonomy) if config.taxonomy else None
+    known = (taxonomy or default_taxonomy()).all_ids
+    unknown = [c for c in config.categories if c not in known]
+    if unknown:
+        raise ConfigError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} "
+                          f"(taxonomy: {', '.join(known)})", key="categories")
     if config.data:
         examples = read_examples(config.data, taxonomy=taxonomy, require_demonstration=True)
     else:
@@ -232,8 +237,13 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
     model = _quiet_load(AutoModelForSequenceClassification, backbone, num_labels=1, dtype=torch.float32,
                         trust_remote_code=config.trust_remote_code, **safe)
     fix_special_tokens(tokenizer, model)
-    rows = [{"chosen_ids": encode_pair(tokenizer, p["prompt"], p["chosen"], config.max_length),
-             "rejected_ids": encode_pair(tokenizer, p["prompt"], p["rejected"], config.max_length)} for p in pairs]
+    max_length = fit_max_length(config.max_length, model, tokenizer, where=f"reward model {output_dir.name}")
+    stats: dict[str, int] = {}
+    rows = [{"chosen_ids": encode_pair(tokenizer, p["prompt"], p["chosen"], max_length, stats),
+             "rejected_ids": encode_pair(tokenizer, p["prompt"], p["rejected"], max_length, stats)} for p in pairs]
+    if stats.get("truncated"):
+        logger.warning("reward model %s: %d of %d sequence(s) longer than max_length %d tokens keep their last %d "
+                       "tokens", output_dir.name, stats["truncated"], 2 * len(rows), max_length, max_length)
     args = RewardConfig(**trainer_arguments(
         str(work_dir), seed=config.seed, learning_rate=config.learning_rate, bf16=config.bf16,
         per_device_train_batch_size=config.per_device_train_batch_size,
@@ -249,7 +259,8 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
     started = time.time()
     result = trainer.train()
     logged = [h for h in trainer.state.log_history if "accuracy" in h]
-    metrics = {"train_pairs": len(rows), "optimizer_steps": trainer.state.global_step,
+    metrics = {"train_pairs": len(rows), "truncated_sequences": stats.get("truncated", 0),
+               "optimizer_steps": trainer.state.global_step,
                "train_loss": round(float(result.training_loss), 4),
                "train_accuracy_last_log": round(float(logged[-1]["accuracy"]), 4) if logged else None,
                "train_margin_last_log": round(float(logged[-1]["margin"]), 4) if logged and "margin" in logged[-1]
@@ -338,13 +349,16 @@ def _model_ref_for_manifest(reference: str) -> str:
 
 def train_reward_models(config: RewardTrainConfig) -> Path:
     """Train the bundle; resumable (finished models in ``<output>.partial`` are kept). Returns its path."""
-    from drirl.models import load_tokenizer
+    from drirl.models import load_tokenizer, resolve_model
 
     if not config.output:
         raise ConfigError("missing required field", key="output")
     output = Path(config.output)
     work = output.with_name(output.name + ".partial")
     grouped = load_training_examples(config)
+    # Every model reference must resolve before <output>.partial is created: a typo leaves nothing behind.
+    for reference in dict.fromkeys((config.policy, config.backbone_ref)):
+        resolve_model(reference)
     all_examples = [e for items in grouped.values() for e in items]
     _prepare_work_dir(work, config, sha256_json([e.to_dict() for e in all_examples])[:16])
     remove_temporaries(work)  # what a killed run was writing when it died
