@@ -29,6 +29,7 @@ from drirl.align.scaling import (
     hardness_delta,
     split_sentences,
 )
+from drirl.errors import ConfigError, DataError
 from drirl.reward.scoring import completion_text
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ class GRPOSConfig(GRPOConfig):
     text_encoder: str = field(default="minilm", metadata={
         "help": "Sentence-transformers model Φ for α^D (folder, id, or the bundled alias 'minilm')."})
     encoder_batch_size: int = field(default=64, metadata={"help": "Sentences per encoder call."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # transformers reads max_steps <= 0 as "train num_train_epochs epochs instead": a silent, much longer run
+        # for a user who wrote 0 (-1, its documented "use epochs" value, stays allowed).
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"must be at least 1, got {self.max_steps}", key="max_steps")
 
     def scaling_config(self) -> ScalingConfig:
         return ScalingConfig(
@@ -126,6 +134,59 @@ class GRPOSTrainer(GRPOTrainer):
         self._demo_reward_cache: dict[str, float] = {}
         self._pending_scaling = None
         self.last_scaling = None  # the latest GroupScaling, for tests and callbacks
+        self.nonfinite_rewards = 0  # NaN/inf rewards met so far (each treated as unscorable)
+        self.skipped_prompts = self._drop_overlong_prompts()
+
+    # ---------------------------------------------------------------------------------------------- bad inputs
+    def _drop_overlong_prompts(self) -> int:
+        """Leave out training prompts that cannot fit the model's context with ``max_completion_length`` new tokens.
+
+        TRL does not truncate prompts: an over-long one would run past the position limit (an index error for
+        learned positions, silent garbage for RoPE). Skipping a few training prompts is harmless, so they are
+        dropped with a warning that counts them; if none is left, DataError. Returns how many were dropped.
+        """
+        from drirl.generation import context_limit, prompt_budget, render_prompt
+
+        dataset = self.train_dataset
+        tokenizer = self.processing_class
+        if dataset is None or not hasattr(dataset, "select") or "prompt" not in (dataset.column_names or []):
+            return 0
+        limit = context_limit(self.model, tokenizer)
+        budget = prompt_budget(limit, self.args.max_completion_length, key="max_completion_length")
+        if budget is None:
+            return 0
+        lengths = [len(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+                   for prompt in dataset["prompt"]]
+        keep = [i for i, n in enumerate(lengths) if n <= budget]
+        dropped = len(lengths) - len(keep)
+        if not dropped:
+            return 0
+        if not keep:
+            raise DataError(f"every training prompt is longer than the {budget} tokens the model's context of "
+                            f"{limit} leaves beside max_completion_length {self.args.max_completion_length} "
+                            f"(shortest: {min(lengths)} tokens)", field="prompt")
+        logger.warning("skipping %d of %d training prompt(s) longer than %d tokens (the model's context of %d minus "
+                       "max_completion_length %d); longest: %d tokens", dropped, len(lengths), budget, limit,
+                       self.args.max_completion_length, max(lengths))
+        self.train_dataset = dataset.select(keep)
+        return dropped
+
+    def _mask_nonfinite(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """Treat NaN and ±inf rewards alike: NaN, which TRL reads as "unscorable" (advantage 0, left out of the
+        group baseline). An inf left in place would make its group's mean and std infinite and zero the advantages
+        of every other completion of the group; the logged reward would read inf. Counted in ``rewards/nonfinite``.
+        """
+        bad = ~torch.isfinite(rewards_per_func)
+        count = int(bad.sum().item())
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["rewards/nonfinite"].append(float(count))
+        if not count:
+            return rewards_per_func
+        self.nonfinite_rewards += count
+        logger.warning("%d of %d reward(s) this step are NaN/inf: those completions are treated as unscorable "
+                       "(advantage 0, left out of their group's baseline and of α's statistics); %d so far", count,
+                       rewards_per_func.numel(), self.nonfinite_rewards)
+        return rewards_per_func.masked_fill(bad, float("nan"))
 
     # ---------------------------------------------------------------------------------------------- R_j(q, õ)
     def _demo_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any]) -> list[float]:
@@ -156,7 +217,8 @@ class GRPOSTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         from accelerate.utils import gather, gather_object
 
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = self._mask_nonfinite(
+            super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         self._pending_scaling = None
         if self.scaling.mode == "none":
             return rewards_per_func
