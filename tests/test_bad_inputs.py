@@ -562,7 +562,8 @@ def test_nonfinite_rewards_are_masked_counted_and_overlong_prompts_skipped(tiny_
     """NaN/inf rewards through GRPOSTrainer: no crash, finite advantages, no poisoned log, counts in the history.
 
     Without the mask an inf reward makes its group's mean and std infinite: TRL then zeroes every advantage of the
-    group (the finite completions' too) and logs ``reward: inf``. One training prompt too long for the context is skipped with a count.
+    group (the finite completions' too) and logs ``reward: inf``. One training prompt too long for the context is
+    skipped with a count.
     """
     import torch
 
@@ -645,6 +646,8 @@ def _markdown_table() -> str:
     import shutil
     import tempfile
 
+    import drirl
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     scratch = Path(tempfile.mkdtemp(prefix="drirl-bad-inputs-"))
     os.environ["DRIRL_CACHE"] = str(scratch / "cache")
@@ -666,8 +669,10 @@ def _markdown_table() -> str:
             lines = error_lines(stderr)
             shown = lines[0] if lines else "(accepted)"
             shown = shown.replace(str(root) + os.sep, "").replace(str(root), ".").replace(str(scratch), "…")
+            shown = shown.replace(str(Path(drirl.__file__).parent), "<drirl>")
             shown = shown.replace("|", "\\|")
-            rows.append(f"| `drirl {case.entry}` | {case.what} | {code} | `{shown}` |")
+            shown = f"`` {shown} ``" if "`" in shown else f"`{shown}`"
+            rows.append(f"| `drirl {case.entry}` | {case.what} | {code} | {shown} |")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return "\n".join(rows)

@@ -196,7 +196,8 @@ def load_qa(path: str | Path | None = None, limit: int | None = None) -> list[di
         if (not isinstance(answers, list) or not answers
                 or not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) and str(a).strip()
                            and (not isinstance(a, float) or math.isfinite(a)) for a in answers)):
-            raise DataError("answers must be a non-empty list of strings", file=str(path), line=line, field="answers")
+            raise DataError("answers must be a non-empty list of strings (or finite numbers)", file=str(path),
+                            line=line, field="answers")
         items.append({"id": str(row.get("id") or f"qa-{line}"), "question": question,
                       "answers": [str(a) for a in answers], "topic": str(row.get("topic") or "general")})
     if not items:
