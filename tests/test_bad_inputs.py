@@ -520,7 +520,7 @@ def test_eval_cli_counts_truncated_prompts(tiny_lm_path, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out)
-    assert summary["n"]["truncated_prompts"] == 1 and summary["n"]["harmful"] == 1
+    assert summary["truncated_prompts"] == 1 and summary["n"]["harmful"] == 1
 
 
 def test_reward_pairs_keep_their_last_tokens_and_are_counted(tiny_policy, caplog):

@@ -404,7 +404,7 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     # An empty answer counts as a refusal; many of them point at a broken model or template, not a safe model.
     summary["n"]["empty_responses"] = sum(not answer_part(r) for r in [*safety_responses, *jb_responses])
     # Prompts longer than the model's context keep their last tokens (drirl.generation.generate); say how many.
-    summary["n"]["truncated_prompts"] = int(generation_stats["truncated_prompts"])
+    summary["truncated_prompts"] = int(generation_stats["truncated_prompts"])
     if summary["n"]["empty_responses"]:
         logger.warning("%d empty responses (counted as refusals)", summary["n"]["empty_responses"])
     if config.lm_eval_tasks and model is not None:
