@@ -4,8 +4,8 @@ The command runs as a child process; every --interval seconds the RSS of its who
 its descendants, summed, from /proc/<pid>/status VmRSS; no extra dependency) is sampled. The child's output is
 passed through to stderr, and its log lines "stage NAME: running" (drirl.pipeline's logger) split the run into
 stages: each sample counts for the stage running when it was taken. The table gives each stage's peak and duration,
-the whole run's peak against the --target (8 GiB: the demo must run on a 16 GiB laptop beside other programs), and
-the kernel's own peak of the largest single process (getrusage ru_maxrss), which no sampling interval can miss.
+the whole run's peak against the --target (default 8 GiB), and the kernel's own peak of the largest single process
+(getrusage ru_maxrss), which no sampling interval can miss.
 
 Summed RSS counts pages shared between processes of the tree once per process (an overestimate when the command
 forks workers); a spike shorter than the interval can fall between two samples (compare with ru_maxrss).
@@ -38,19 +38,22 @@ GIB = 2**30
 STAGE_LINE = re.compile(r"\bstage (\S+): (running|complete, skipping)")
 START_UP = "(start-up)"
 
-# --quick: every key is a field of that stage's config dataclass (RewardTrainConfig, AlignConfig, EvalConfig), so
-# `drirl demo --set` accepts it; batch shapes (batch sizes, lengths, new tokens) stay the demo's, so that each stage's
-# peak is representative, and only the amounts of work shrink. eval.eval_data is added by quick_overrides().
+# --quick: every key is a field of that section's config dataclass (RunConfig, RewardTrainConfig, AlignConfig,
+# EvalConfig), so `drirl demo --set` accepts it. Batch shapes (batch sizes, lengths, new tokens) stay the demo's, so
+# that each stage's peak is representative; only the amounts of work shrink. run.data=<a small slice of the bundled
+# data> is added by quick_overrides(): it also feeds the reward models' held-out evaluation and the evaluation stages
+# (its test split), which otherwise sample all 116 bundled test prompts.
 QUICK_OVERRIDES = (
     "reward.max_prompts_per_category=2",  # 8 reward models of a few steps each (demo: 24 prompts per category)
     "reward.num_train_epochs=1",
     "align.max_steps=2",  # two GRPO-S steps of the demo's shape (2 prompts × G=4, ≤64 new tokens)
-    "align.save_steps=1",  # and a checkpoint written, as the demo does every 10 steps
+    "align.save_steps=1",  # and checkpoints written, as the demo does every 10 steps
     "eval.qa_limit=5",
     "eval.max_jailbreak_prompts=1",
     "eval.bootstrap_resamples=100",
 )
-QUICK_EVAL_PROMPTS = 32  # one full evaluation batch (demo: eval.batch_size 32)
+QUICK_PER_CATEGORY = 4  # train and test examples per category (8 categories with benign: 32 test prompts, one
+#                         full evaluation batch of the demo's eval.batch_size 32)
 
 
 # ------------------------------------------------------------------------------------------------ /proc sampling
@@ -249,25 +252,24 @@ def drirl_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "drirl.cli"]
 
 
-def write_quick_eval_data(folder: Path, n: int = QUICK_EVAL_PROMPTS) -> Path:
-    """The first ``n`` prompts of the bundled test split, round-robin over categories, as a JSONL file."""
+def write_quick_data(folder: Path, per_category: int = QUICK_PER_CATEGORY) -> Path:
+    """The first ``per_category`` train and test examples of each bundled category (by id), as a JSONL file."""
     from drirl.data.schema import load_bundled
 
-    by_category: dict[str, list] = {}
-    for example in sorted(load_bundled(split="test"), key=lambda e: e.id):
-        by_category.setdefault(example.category, []).append(example)
-    picked, queues = [], [q for _, q in sorted(by_category.items())]
-    while len(picked) < n and any(queues):
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(queue.pop(0))
-    path = folder / "quick-eval.jsonl"
-    path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in picked))
+    kept: dict[tuple[str, str], int] = {}
+    lines = []
+    for example in sorted(load_bundled(), key=lambda e: e.id):
+        key = (example.split, example.category)
+        if kept.get(key, 0) < per_category:
+            kept[key] = kept.get(key, 0) + 1
+            lines.append(json.dumps(example.to_dict()) + "\n")
+    path = folder / "quick-data.jsonl"
+    path.write_text("".join(lines))
     return path
 
 
 def quick_overrides(folder: Path) -> list[str]:
-    sets = [*QUICK_OVERRIDES, f"eval.eval_data={write_quick_eval_data(folder)}"]
+    sets = [*QUICK_OVERRIDES, f"run.data={write_quick_data(folder)}"]
     return [arg for item in sets for arg in ("--set", item)]
 
 
@@ -302,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="%(prog)s [options] [-- COMMAND ...]")
     parser.add_argument("--quick", action="store_true",
-                        help="a few-minute demo: " + " ".join(QUICK_OVERRIDES) + f", eval.eval_data=<"
-                             f"{QUICK_EVAL_PROMPTS} test prompts>")
+                        help="a few-minute demo: " + " ".join(QUICK_OVERRIDES)
+                        + f" run.data=<{QUICK_PER_CATEGORY} train and test examples per bundled category>")
     parser.add_argument("--output", default=None, help="the demo's run folder (default: a temporary one, removed)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="one more override passed to `drirl demo` (repeatable)")

@@ -98,22 +98,24 @@ def test_process_tree_follows_descendants_only():
 
 def test_quick_overrides_are_fields_of_the_stage_configs(tmp_path):
     from drirl.align.trainer import AlignConfig
+    from drirl.data.schema import read_examples
     from drirl.eval.harness import EvalConfig
+    from drirl.pipeline import RunConfig
     from drirl.reward.irl import RewardTrainConfig
 
-    sections = {"reward": RewardTrainConfig, "align": AlignConfig, "eval": EvalConfig}
+    sections = {"run": RunConfig, "reward": RewardTrainConfig, "align": AlignConfig, "eval": EvalConfig}
     args = memory.quick_overrides(tmp_path)
     assert args[::2] == ["--set"] * (len(args) // 2)
     for item in args[1::2]:
         key = item.partition("=")[0]
         section, _, name = key.partition(".")
         assert name in {f.name for f in dataclasses.fields(sections[section])}, key
-    eval_data = tmp_path / "quick-eval.jsonl"
-    assert f"eval.eval_data={eval_data}" in args
-    from drirl.eval.harness import load_eval_examples
-
-    examples = load_eval_examples(str(eval_data))
-    assert len(examples) == memory.QUICK_EVAL_PROMPTS and all(e.split == "test" for e in examples)
+    data = tmp_path / "quick-data.jsonl"
+    assert f"run.data={data}" in args
+    examples = read_examples(data)
+    for split in ("train", "test"):
+        part = [e for e in examples if e.split == split]
+        assert len(part) == 8 * memory.QUICK_PER_CATEGORY and len({e.category for e in part}) == 8
 
 
 ALLOCATE = "import time; b = bytearray({mib} * 2**20); print('ready', flush=True); time.sleep({sleep})"
