@@ -90,6 +90,8 @@ class AlignConfig:
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.per_device_train_batch_size % self.num_generations:
             raise ValueError(f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be divisible "
                              f"by num_generations ({self.num_generations})")
