@@ -683,3 +683,14 @@ def _markdown_table() -> str:
 
 if __name__ == "__main__":
     print(_markdown_table())
+
+
+def test_models_prepare_with_an_unwritable_cache_fails_before_converting(tmp_path, monkeypatch, capsys):
+    from drirl.cli import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DRIRL_CACHE", str(blocker))
+    assert main(["models", "prepare"]) == 4
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "cannot create the model cache" in lines[0] and "DRIRL_CACHE" in lines[0], lines

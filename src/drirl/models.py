@@ -75,6 +75,11 @@ def prepare_smollm2(force: bool = False) -> Path:
     target = cache_dir() / "models" / SMOLLM2_ALIAS
     if not force and _conversion_is_valid(target, gguf):
         return target
+    try:  # fail now, not after a minute of conversion, when the cache cannot be written
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ModelError(f"cannot create the model cache {target.parent} ({err.strerror}); point DRIRL_CACHE at a "
+                         "writable folder") from err
     logger.info("converting %s into %s (once)", gguf.name, target)
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
