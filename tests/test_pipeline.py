@@ -99,7 +99,8 @@ def test_run_end_to_end_then_skip(tiny_lm_path, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume(tiny_lm_path, tmp_path):
-    """Kill `drirl run` at random moments (at least 5 times); the rerun completes with no corrupted file."""
+    """Kill `drirl run` at random moments (at least 5 times); the rerun completes with no corrupted file and the
+    same result as an uninterrupted run."""
     output = tmp_path / "run"
     config = tiny_config(tmp_path, tiny_lm_path, output)
     rng = random.Random(1234)
@@ -124,6 +125,14 @@ def test_sigkill_anywhere_then_resume(tiny_lm_path, tmp_path):
     headline = _headline(output)
     assert set(headline) == {"base", "dr-irl"}
     assert all(0.0 <= v["harmful_refusal"] <= 1.0 for v in headline.values())
+    # The same config run once without interruption gives the same final result.
+    clean = tmp_path / "clean"
+    process = _drirl(["run", str(tiny_config(tmp_path, tiny_lm_path, clean))], tmp_path)
+    _, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr[-3000:]
+    assert _headline(clean) == headline
+    per_category = json.loads((output / "report.json").read_text())["per_category"]
+    assert json.loads((clean / "report.json").read_text())["per_category"] == per_category
 
 
 def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
