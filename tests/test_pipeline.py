@@ -136,7 +136,9 @@ def test_sigkill_anywhere_then_resume(tiny_lm_path, tmp_path):
 
 
 def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
-    """`run.warm_start: sft` trains the SFT baseline first and hands its model to every GRPO method as the policy."""
+    """`run.warm_start: sft` trains the SFT baseline first and hands its model to every GRPO method as the policy;
+    retraining the SFT model reruns the stages that read it, though its folder stays the same."""
+    import drirl.align.baselines as baselines
     import drirl.align.trainer as trainer
     import drirl.eval.harness as harness
     import drirl.pipeline as pipeline
@@ -146,9 +148,9 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
 
     calls: list[tuple[str, str]] = []
 
-    def fake_baseline(config, root, method, timings):
-        calls.append(("baseline", method))
-        return str(root / f"align-{method}" / "model")
+    def fake_sft(examples, policy, target, config):
+        calls.append(("baseline", "sft"))
+        return target
 
     def fake_align(ac, resume=False):
         calls.append(("align", ac.policy))
@@ -163,7 +165,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
         (Path(ec.output) / "eval.json").write_text(json.dumps(FakeResult().to_dict()))
         return FakeResult()
 
-    monkeypatch.setattr(pipeline, "_baseline", fake_baseline)
+    monkeypatch.setattr(baselines, "train_sft", fake_sft)
     monkeypatch.setattr(pipeline, "_export_final", lambda *a: None)
     monkeypatch.setattr(trainer, "run_align", fake_align)
     monkeypatch.setattr(irl, "train_reward_models", lambda rc: Path(rc.output))
@@ -173,16 +175,26 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "evaluate", fake_eval)
     monkeypatch.setattr(report, "write_report", lambda root, config, *a: calls.append(("report", config.run)))
 
-    def run(warm_start: str) -> list[tuple[str, str]]:
+    evaluated: list[str] = []
+    monkeypatch.setattr(harness, "evaluate", lambda ec, responder=None: (evaluated.append(ec.output),
+                                                                         fake_eval(ec))[1])
+
+    def run(warm_start: str, sft_rate: float = 2e-4) -> list[tuple[str, str]]:
         calls.clear()
+        evaluated.clear()
         config = pipeline.load_pipeline_config(None, {"run": {
             "output": str(tmp_path / warm_start), "policy": "some/policy", "warm_start": warm_start,
-            "methods": ["base", "grpo-irl", "dr-irl"]}})
+            "methods": ["base", "grpo-irl", "dr-irl"]}, "sft": {"learning_rate": sft_rate}})
         pipeline.run_pipeline(config)
         return [c for c in calls if c[0] != "report"]
 
     sft_model = str(tmp_path / "sft" / "align-sft" / "model")
     assert run("sft") == [("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
+    assert len(evaluated) == 3
+    assert run("sft") == [] and evaluated == []  # all complete: skipped
+    # A retrained SFT model sits in the same folder: the GRPO stages and their evaluations still run again.
+    assert run("sft", sft_rate=1e-4) == [("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
+    assert sorted(Path(e).name for e in evaluated) == ["eval-dr-irl", "eval-grpo-irl"]
     assert run("none") == [("align", "some/policy"), ("align", "some/policy")]
     with pytest.raises(ConfigError, match="warm_start must be one of none, sft"):
         pipeline.load_pipeline_config(None, {"run": {"output": str(tmp_path / "x"), "warm_start": "dpo"}})

@@ -1,8 +1,9 @@
 """`drirl run`: data → reward models → alignment → evaluation → report, each stage resumable.
 
 Every stage writes its own folder under the run folder with a ``stage.json`` (config hash, inputs, outputs).
-A stage whose ``stage.json`` matches the current config is skipped; a stage that crashed has no ``stage.json`` and
-runs again (alignment continues from its last checkpoint). The run ends with ``report.md`` and ``report.json``.
+A stage whose ``stage.json`` matches the current config and the hashes of the stages it reads is skipped; a stage
+that crashed has no ``stage.json`` and runs again (alignment continues from its last checkpoint). The run ends
+with ``report.md`` and ``report.json``.
 
 Methods (``run.methods``): ``base`` (the policy as is), ``sft`` (SFT on the demonstrations), ``dpo``
 (demonstration chosen, policy sample rejected), ``grpo`` (plain GRPO, one reward model for all categories),
@@ -178,6 +179,9 @@ def run_pipeline(config: PipelineConfig) -> Path:
     needs = set(methods)
 
     bundles: dict[str, str] = {}
+    # Stage name -> config hash. A stage's settings include the hashes of the stages it reads from, so a stage whose
+    # input was retrained (same folder, new contents) runs again instead of being skipped.
+    hashes: dict[str, str] = {}
     reward_plan = {"reward": (True, "demo-vs-policy", {"grpo-irl", "dr-irl"}),
                    "reward-single": (False, "demo-vs-policy", {"grpo"}),
                    "reward-init-sft": (True, "init-sft", {"bon"})}
@@ -200,6 +204,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
                         "pairwise_accuracy": metrics.get("pairwise_accuracy")}
 
             bundles[name] = _run_stage(stage, train, timings)["bundle"]
+            hashes[name] = stage.hash
 
     if "base" in methods:
         from drirl.models import resolve_model
@@ -207,13 +212,15 @@ def run_pipeline(config: PipelineConfig) -> Path:
         models["base"] = resolve_model(config.run.policy)
     warm = config.run.warm_start == "sft" and bool(needs & set(GRPO_METHODS))
     if "sft" in methods or "bon" in methods or warm:
-        models["sft"] = _baseline(config, root, "sft", timings)
+        models["sft"] = _baseline(config, root, "sft", timings, hashes)
     for method, bundle_name, scaling in (("grpo", "reward-single", "none"), ("grpo-irl", "reward", "none"),
                                          ("dr-irl", "reward", "both")):
         if method in methods:
             ac = _align_config(config, str(root / f"align-{method}" / "run"), bundles[bundle_name], scaling,
                                start=models["sft"] if warm else None)
-            stage = Stage(root, f"align-{method}", config_to_dict(ac))
+            inputs = {bundle_name: hashes[bundle_name], **({"align-sft": hashes["align-sft"]} if warm else {})}
+            stage = Stage(root, f"align-{method}", {**config_to_dict(ac), "inputs": inputs})
+            hashes[f"align-{method}"] = stage.hash
 
             def align(ac=ac):
                 from drirl.align.trainer import run_align
@@ -223,14 +230,16 @@ def run_pipeline(config: PipelineConfig) -> Path:
             out = _run_stage(stage, align, timings)
             models[method], histories[method] = out["model"], out["run"]
     if "dpo" in methods:
-        models["dpo"] = _baseline(config, root, "dpo", timings)
+        models["dpo"] = _baseline(config, root, "dpo", timings, hashes)
 
     results: dict[str, dict[str, Any]] = {}
     for method in methods:
         model = models["sft"] if method == "bon" else models[method]
         ec = _eval_config(config, model, str(root / f"eval-{method}"))
+        sources = {"base": [], "bon": ["align-sft", "reward-init-sft"]}.get(method, [f"align-{method}"])
         stage = Stage(root, f"eval-{method}", {**config_to_dict(ec), "method": method,
-                                                "bundle": bundles.get("reward-init-sft") if method == "bon" else None})
+                                                "bundle": bundles.get("reward-init-sft") if method == "bon" else None,
+                                                "inputs": {name: hashes[name] for name in sources}})
 
         def evaluate(ec=ec, method=method):
             from drirl.eval.harness import evaluate as run_eval
@@ -268,7 +277,8 @@ def _bundle_matches(bundle: Path, config: Any) -> bool:
         return False
 
 
-def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float]) -> str:
+def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float],
+              hashes: dict[str, str]) -> str:
     from drirl.align import baselines
 
     cls = baselines.SFTBaselineConfig if method == "sft" else baselines.DPOBaselineConfig
@@ -277,6 +287,7 @@ def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str
     target = root / f"align-{method}" / "model"
     stage = Stage(root, f"align-{method}", {**config_to_dict(bc), "policy": config.run.policy,
                                             "data": config.run.data})
+    hashes[f"align-{method}"] = stage.hash
 
     def train():
         from drirl.data.schema import load_bundled, read_examples
