@@ -27,6 +27,7 @@ class DataError(DrirlError):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
         self.file, self.line, self.field = file, line, field
+        self.message = message  # without the location, e.g. to count skipped records by reason
         parts = []
         if file:
             parts.append(f"{file}:{line}" if line is not None else str(file))

@@ -161,10 +161,7 @@ def read_jsonl_numbered(path: str | os.PathLike, *, skip_invalid: bool = False,
         if isinstance(row, DataError):
             if skip_invalid:
                 if skipped is not None:
-                    prefix = f"{path}:{number}: "
-                    message = str(row)
-                    skipped.append({"line": number,
-                                    "reason": message[len(prefix):] if message.startswith(prefix) else message})
+                    skipped.append({"line": number, "reason": row.message})
                 continue
             raise row
         rows.append((number, row))

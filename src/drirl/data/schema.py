@@ -234,16 +234,7 @@ def default_taxonomy() -> Taxonomy:
 # --------------------------------------------------------------------------------------------- reading
 def _reason(err: DataError) -> str:
     """A short, countable reason for a skipped record (no file or line in it)."""
-    message = str(err)
-    # DataError prefixes "<file>:<line> field '<field>': "; strip it to get a reason that counts across lines.
-    parts = []
-    if err.file:
-        parts.append(f"{err.file}:{err.line}" if err.line is not None else str(err.file))
-    if err.field:
-        parts.append(f"field '{err.field}'")
-    prefix = " ".join(parts) + ": " if parts else ""
-    if message.startswith(prefix):
-        message = message[len(prefix):]
+    message = err.message
     if message.startswith("unknown category"):
         return "unknown category"
     if message.startswith("malformed JSON") or message.startswith("expected a JSON object"):
@@ -257,11 +248,6 @@ def _reason(err: DataError) -> str:
     if message.startswith("missing column"):
         return f"missing column '{err.field}'"
     return f"invalid field '{err.field}'" if err.field else message
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed value or DataError) for each non-blank line."""
-    return iter_jsonl(path)
 
 
 def _iter_dataset_folder(path: Path) -> Iterator[tuple[int, Any]]:
@@ -310,7 +296,7 @@ def read_examples_report(path: str | os.PathLike, *, taxonomy: Taxonomy | None =
     """
     path = Path(path)
     taxonomy = taxonomy or default_taxonomy()
-    rows: Iterable[tuple[int, Any]] = _iter_dataset_folder(path) if path.is_dir() else _iter_jsonl(path)
+    rows: Iterable[tuple[int, Any]] = _iter_dataset_folder(path) if path.is_dir() else iter_jsonl(path)
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
     first_line: dict[str, int] = {}
