@@ -9,19 +9,10 @@ import os
 import sys
 
 import torch
+from tiny_models import LengthReward
 
 from drirl.align.trainer import AlignConfig, build_dataset, build_grpo_config
 from drirl.data.schema import Example
-
-
-class LengthReward:
-    __name__ = "length_reward"
-
-    def __call__(self, prompts, completions, **kwargs):
-        return [len(c) / 10.0 for c in completions]
-
-    def demonstration_reward(self, prompt, demonstration, category):
-        return 3.0
 
 
 def main(model_path: str, out_path: str) -> None:

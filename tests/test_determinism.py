@@ -12,6 +12,7 @@ import math
 
 import pytest
 from test_reward_support import make_examples, one_torch_thread, reward_config, write_data
+from tiny_models import LengthReward
 
 from drirl.data.schema import Example
 
@@ -105,18 +106,6 @@ def test_reward_models_trained_twice_score_identically(tmp_path, tiny_lm_path):
     assert bundles[0]["data_hash"] == bundles[1]["data_hash"]
     assert scores[0] == pytest.approx(scores[1], abs=1e-6)
     assert len(set(scores[0])) > 1  # the models do discriminate: equal scores would make the check vacuous
-
-
-class LengthReward:
-    """A deterministic reward: longer completions score higher; the demonstration gets a fixed reward."""
-
-    __name__ = "length_reward"
-
-    def __call__(self, prompts, completions, **kwargs):
-        return [float(len(c[-1]["content"] if isinstance(c, list) else c)) / 10.0 for c in completions]
-
-    def demonstration_reward(self, prompt, demonstration, category):
-        return 3.0
 
 
 def test_grpo_s_first_steps_are_identical(tiny_lm_path, tmp_path):

@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 import torch
+from tiny_models import LengthReward
 
 from drirl.data.schema import Example
 
@@ -15,18 +16,6 @@ def _examples() -> list[Example]:
             ("benign-1", "What is the capital of France?", "benign"), ("crime-2", "How to rob a bank?", "crime")]
     return [Example(id=i, prompt=p, category=c, demonstration="Draft: risk -> refuse\nAnswer: I can't help with that.",
                     source="test", split="train") for i, p, c in rows]
-
-
-class LengthReward:
-    """A transparent reward: longer completions score higher; the demonstration gets a fixed reward."""
-
-    __name__ = "length_reward"
-
-    def __call__(self, prompts, completions, **kwargs):
-        return [float(len(c[-1]["content"] if isinstance(c, list) else c)) / 10.0 for c in completions]
-
-    def demonstration_reward(self, prompt, demonstration, category):
-        return 3.0
 
 
 def test_trl_hooks_still_exist():

@@ -172,7 +172,6 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None: {
         "cross_category": [], "categories": []})
     monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
-    monkeypatch.setattr(harness, "evaluate", fake_eval)
     monkeypatch.setattr(report, "write_report", lambda root, config, *a: calls.append(("report", config.run)))
 
     evaluated: list[str] = []

@@ -1,5 +1,5 @@
 """Tiny models built entirely offline for the tests: a byte-level BPE tokenizer trained with `tokenizers`,
-a 2-layer Llama causal LM and a matching sequence-classification model."""
+a 2-layer Llama causal LM and a matching sequence-classification model; and a transparent GRPO reward."""
 
 from __future__ import annotations
 
@@ -72,3 +72,15 @@ def build_sequence_classifier(folder: Path, seed: int = 0) -> Path:
     model = LlamaForSequenceClassification(_config(tokenizer, num_labels=1))
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+class LengthReward:
+    """A transparent GRPO reward for tests: longer completions score higher; the demonstration gets a fixed reward."""
+
+    __name__ = "length_reward"
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [float(len(c[-1]["content"] if isinstance(c, list) else c)) / 10.0 for c in completions]
+
+    def demonstration_reward(self, prompt, demonstration, category):
+        return 3.0
