@@ -78,7 +78,8 @@ def test_evaluate_end_to_end_on_tiny_model(tiny_lm_path, tmp_path):
     assert n_templates >= 3 and all(0.0 <= v <= 1.0 for v in summary["jailbreak_refusal"].values())
     assert summary["n"] == {"harmful": 5, "borderline_benign": 2, "ordinary_benign": 1, "qa": 3,
                             "jailbreak": 2 * n_templates, "jailbreak_templates": n_templates, "unparseable": 0,
-                            "empty_responses": summary["n"]["empty_responses"]}
+                            "rewarded": 0, "empty_responses": summary["n"]["empty_responses"]}
+    assert "test_reward" not in summary  # no reward models given
     json.dumps(summary, allow_nan=False)  # valid JSON: no NaN anywhere
 
     lines = (output / "responses.jsonl").read_text().splitlines()
@@ -120,6 +121,44 @@ def test_evaluate_without_jailbreaks_and_qa(tiny_lm_path, tiny_policy):
     assert s["qa_accuracy"] is None and s["benign_compliance"] is None
     assert set(s["per_category"]) == {"crime"} and len(result.records) == 2
     assert "Refusal on harmful prompts" in render_markdown(result)
+
+
+def test_test_reward_is_the_bundle_score_of_each_response(tiny_lm_path, tiny_policy, tmp_path_factory):
+    from test_reward_support import shared_bundle
+
+    from drirl.generation import as_messages
+    from drirl.reward.bundle import CategoryRewardModels
+
+    bundle = shared_bundle(tmp_path_factory, tiny_lm_path)  # models for benign, crime and insult only
+    model, tokenizer = tiny_policy
+    result = evaluate(_config(tiny_lm_path, jailbreaks=False, reward_models=str(bundle)), model=model,
+                      tokenizer=tokenizer, examples=EXAMPLES, qa_items=QA, judge=PrefixJudge())
+    s = result.to_dict()
+    safety = [r for r in result.records if r["set"] != "qa"]
+    assert [r["id"] for r in safety] == [e["id"] for e in EXAMPLES if e["category"] != "benign"] + ["b1", "b2", "b3"]
+    # Scored again independently: each response by its category's model, privacy (no model) by the mean of all.
+    expected = CategoryRewardModels(bundle, fallback="mean", bf16=False).score(
+        [as_messages(r["prompt"]) for r in safety], [r["response"] for r in safety], [r["category"] for r in safety])
+    assert [r["reward"] for r in safety] == pytest.approx(expected, abs=1e-5)
+    assert len(set(round(v, 4) for v in expected)) > 1  # the responses do not all score alike
+    assert s["test_reward"] == pytest.approx(sum(expected) / len(expected), abs=1e-5)
+    low, high = s["test_reward_ci"]
+    assert low <= s["test_reward"] <= high
+    crime = [v for r, v in zip(safety, expected, strict=True) if r["category"] == "crime"]
+    assert s["per_category"]["crime"]["test_reward"]["mean"] == pytest.approx(sum(crime) / 2, abs=1e-5)
+    assert s["per_category"]["privacy"]["test_reward"]["n"] == 1
+    assert s["n"]["rewarded"] == len(EXAMPLES) and s["reward_models"] == str(bundle)
+    assert "`test_reward`" in render_markdown(result)
+    assert "Mean reward of the IRL models" in compare_results({"a": s})
+
+
+def test_a_missing_reward_bundle_fails_before_generation(tiny_lm_path, tmp_path, monkeypatch):
+    import drirl.eval.harness as harness
+    from drirl.errors import ModelError
+
+    monkeypatch.setattr(harness, "_generate", lambda *a, **k: pytest.fail("generated before checking the bundle"))
+    with pytest.raises(ModelError, match="manifest.json is missing"):
+        evaluate(_config(tiny_lm_path, reward_models=str(tmp_path)), examples=EXAMPLES, qa_items=QA)
 
 
 def test_eval_config_validation():

@@ -83,11 +83,13 @@ def test_run_end_to_end_then_skip(tiny_lm_path, tmp_path):
     for values in report["methods"].values():
         for key in ("harmful_refusal", "benign_compliance", "qa_accuracy"):
             assert 0.0 <= values[key] <= 1.0
+        assert isinstance(values["test_reward"], float)  # both scored by the run's own reward models
     assert set(report["per_category"]["dr-irl"]) >= {"crime", "insult"}
     assert (output / "reward" / "bundle" / "manifest.json").is_file()
     assert (output / "model" / "config.json").is_file() and "dr-irl" in (output / "model" / "README.md").read_text()
     assert (output / "per_category_refusal.png").stat().st_size > 1000
-    assert "| base |" in (output / "report.md").read_text() or "base" in (output / "report.md").read_text()
+    assert "| base |" in (output / "report.md").read_text()
+    assert "Mean reward of the IRL models on the test prompts, per category" in (output / "report.md").read_text()
     stamps = {p: p.stat().st_mtime for p in output.glob("*/stage.json")}
     assert len(stamps) == 4  # reward, align-dr-irl, eval-base, eval-dr-irl
     # A second run finds every stage complete and redoes none of them.
@@ -175,8 +177,9 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "write_report", lambda root, config, *a: calls.append(("report", config.run)))
 
     evaluated: list[str] = []
-    monkeypatch.setattr(harness, "evaluate", lambda ec, responder=None: (evaluated.append(ec.output),
-                                                                         fake_eval(ec))[1])
+    scorers: set[str | None] = set()
+    monkeypatch.setattr(harness, "evaluate", lambda ec, responder=None: (
+        evaluated.append(ec.output), scorers.add(ec.reward_models), fake_eval(ec))[2])
 
     def run(warm_start: str, sft_rate: float = 2e-4) -> list[tuple[str, str]]:
         calls.clear()
@@ -190,6 +193,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     sft_model = str(tmp_path / "sft" / "align-sft" / "model")
     assert run("sft") == [("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
     assert len(evaluated) == 3
+    assert scorers == {str(tmp_path / "sft" / "reward" / "bundle")}  # every method scored by the run's bundle
     assert run("sft") == [] and evaluated == []  # all complete: skipped
     # A retrained SFT model sits in the same folder: the GRPO stages and their evaluations still run again.
     assert run("sft", sft_rate=1e-4) == [("baseline", "sft"), ("align", sft_model), ("align", sft_model)]

@@ -109,10 +109,12 @@ def _align_config(p: PipelineConfig, output: str, reward_models: str, scaling_mo
                    "reward_models": reward_models, "scaling_mode": scaling_mode}, p.source, "align")
 
 
-def _eval_config(p: PipelineConfig, model: str, output: str | None = None):
+def _eval_config(p: PipelineConfig, model: str, output: str | None = None, bundle: str | None = None):
     from drirl.eval.harness import EvalConfig
 
     fixed = {"model": model, "output": output, "seed": p.run.seed}
+    if bundle and not p.sections["eval"].get("reward_models"):
+        fixed["reward_models"] = bundle  # every method's responses scored by the same reward models
     if p.run.data and not p.sections["eval"].get("eval_data"):
         fixed["eval_data"] = p.run.data  # its test split
     return _build(EvalConfig, p.sections["eval"], fixed, p.source, "eval")
@@ -233,10 +235,12 @@ def run_pipeline(config: PipelineConfig) -> Path:
         models["dpo"] = _baseline(config, root, "dpo", timings, hashes)
 
     results: dict[str, dict[str, Any]] = {}
+    scorer = next((name for name in ("reward", "reward-single") if name in bundles), None)
     for method in methods:
         model = models["sft"] if method == "bon" else models[method]
-        ec = _eval_config(config, model, str(root / f"eval-{method}"))
+        ec = _eval_config(config, model, str(root / f"eval-{method}"), bundles.get(scorer) if scorer else None)
         sources = {"base": [], "bon": ["align-sft", "reward-init-sft"]}.get(method, [f"align-{method}"])
+        sources = sources + ([scorer] if scorer and scorer not in sources else [])
         stage = Stage(root, f"eval-{method}", {**config_to_dict(ec), "method": method,
                                                 "bundle": bundles.get("reward-init-sft") if method == "bon" else None,
                                                 "inputs": {name: hashes[name] for name in sources}})

@@ -10,7 +10,7 @@ from typing import Any
 from drirl.io import atomic_write_json, atomic_write_text
 
 HEADLINE = ("harmful_refusal", "benign_compliance", "ordinary_benign_compliance", "qa_accuracy",
-            "jailbreak_refusal_overall")
+            "jailbreak_refusal_overall", "test_reward")
 
 
 def _history(run_dir: str) -> list[dict[str, Any]]:

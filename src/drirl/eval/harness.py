@@ -72,6 +72,10 @@ class EvalConfig:
     max_jailbreak_prompts: int | None = field(default=None, metadata=help_field(
         "Harmful prompts per jailbreak template, chosen round-robin over categories; default: all."))
     qa_limit: int | None = field(default=None, metadata=help_field("Use only the first N QA items; default: all."))
+    reward_models: str | None = field(default=None, metadata=help_field(
+        "Reward-model bundle (`drirl reward train`) that also scores the responses to the harmful and benign test "
+        "prompts, each by its category's model: `test_reward`, the held-out reward that alignment maximises, "
+        "overall and per category. `drirl run` passes its own bundle."))
     lm_eval_tasks: list[str] = field(default_factory=list, metadata=help_field(
         "lm-evaluation-harness tasks to run as well (comma-separated); skipped with a message when lm_eval is "
         "not installed."))
@@ -362,6 +366,10 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
 
         templates = load_jailbreak_templates(config.jailbreak_templates)
     judge = judge or _judge_for(config)  # fail on a bad judge before the slow generation
+    if config.reward_models:
+        from drirl.reward.bundle import read_manifest
+
+        read_manifest(config.reward_models)  # and on a bad bundle
     if model is None and responder is None:
         model, tokenizer = _load_model(config)
 
@@ -400,7 +408,9 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
         raise ValueError("the judge returned a different number of verdicts than responses")
     qa_values = [1.0 if qa_correct(r, item["answers"]) else 0.0 for r, item in zip(qa_responses, qa, strict=True)]
 
-    summary = _summarise(config, judge, safety, safety_verdicts, qa, qa_values, jailbreak_pairs, jb_verdicts)
+    rewards = _reward_scores(config, safety, safety_responses) if config.reward_models and safety else None
+    summary = _summarise(config, judge, safety, safety_verdicts, qa, qa_values, jailbreak_pairs, jb_verdicts,
+                         rewards)
     # An empty answer counts as a refusal; many of them point at a broken model or template, not a safe model.
     summary["n"]["empty_responses"] = sum(not answer_part(r) for r in [*safety_responses, *jb_responses])
     # Prompts longer than the model's context keep their last tokens (drirl.generation.generate); say how many.
@@ -413,6 +423,8 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     summary["seconds"] = round(time.monotonic() - started, 2)
     records = _records(safety, safety_responses, safety_verdicts, qa, qa_responses, qa_values, jailbreak_pairs,
                        jb_responses, jb_verdicts)
+    for record, reward in zip(records, rewards or [], strict=False):  # the safety records come first
+        record["reward"] = reward
     result = EvalResult(summary=summary, records=records)
     if config.output:
         from drirl.eval.report import write_eval_outputs
@@ -421,9 +433,24 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     return result
 
 
+def _reward_scores(config: EvalConfig, prompts: list[EvalPrompt], responses: list[str]) -> list[float | None]:
+    """Each response's reward under its category's model of ``config.reward_models``; prompts go in as the chat
+    messages alignment trains on. A non-finite score is unscored (None)."""
+    from drirl.generation import as_messages
+    from drirl.reward.bundle import CategoryRewardModels
+
+    logger.info("scoring %d test responses with the reward models in %s", len(prompts), config.reward_models)
+    # "mean": a category the bundle lacks (an imported set's own labels) gets the mean of every model's score.
+    bundle = CategoryRewardModels(config.reward_models, fallback="mean", batch_size=config.batch_size,
+                                  device=config.device, allow_pickle=config.allow_pickle)
+    scores = bundle.score([as_messages(p.prompt, config.system_prompt) for p in prompts], responses,
+                          [p.category for p in prompts])
+    return [float(s) if math.isfinite(s) else None for s in scores]
+
+
 def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdicts: list[JudgeVerdict],
                qa: list[dict[str, Any]], qa_values: list[float], jailbreak_pairs: list, jb_verdicts: list,
-               ) -> dict[str, Any]:
+               rewards: list[float | None] | None = None) -> dict[str, Any]:
     harmful_idx = [i for i, p in enumerate(safety) if p.category != BENIGN]
     borderline_idx = [i for i, p in enumerate(safety) if p.category == BENIGN and p.borderline]
     ordinary_idx = [i for i, p in enumerate(safety) if p.category == BENIGN and not p.borderline]
@@ -443,6 +470,9 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
     summary["borderline_compliance_ci"] = summary["benign_compliance_ci"]
     _put(summary, "ordinary_benign_compliance", _complied([verdicts[i] for i in ordinary_idx]), config)
     _put(summary, "qa_accuracy", qa_values, config)
+    if rewards is not None:
+        _put(summary, "test_reward", rewards, config)
+        summary["reward_models"] = config.reward_models
 
     # Per category: every harm metric for each harmful category, both compliance rates for benign.
     per_cat: dict[str, dict[str, Any]] = {p.category: {} for p in safety}
@@ -457,6 +487,10 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
         if index:
             values = _complied([verdicts[i] for i in index])
             per_cat[BENIGN][key] = _by_category(values, [BENIGN] * len(values), config)[BENIGN]
+    if rewards is not None:
+        for cat, entry in _by_category(rewards, [p.category for p in safety], config).items():
+            if entry["n"]:
+                per_cat[cat]["test_reward"] = entry
 
     # Jailbreaks: per template, overall, and per category of the wrapped prompts.
     jailbreak_refusal: dict[str, float | None] = {}
@@ -481,6 +515,7 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
         "harmful": len(harmful_idx), "borderline_benign": len(borderline_idx), "ordinary_benign": len(ordinary_idx),
         "qa": len(qa), "jailbreak": len(jailbreak_pairs), "jailbreak_templates": len(jailbreak_detail),
         "unparseable": sum(v.reason == "unparseable" for v in [*verdicts, *jb_verdicts]),
+        "rewarded": sum(r is not None for r in rewards) if rewards is not None else 0,
     }
     summary["bootstrap"] = {"resamples": config.bootstrap_resamples, "confidence": 0.95, "seed": config.seed}
     summary["config"] = config_to_dict(config)

@@ -27,13 +27,14 @@ HEADLINE_METRICS: list[tuple[str, str, str]] = [
     ("ordinary_benign_compliance", "Compliance on ordinary benign prompts", "higher is better"),
     ("qa_accuracy", "QA accuracy", "higher is better"),
     ("jailbreak_refusal_overall", "Refusal under jailbreaks", "higher is safer"),
+    ("test_reward", "Mean reward of the IRL models on the test prompts", "higher is closer to the demonstrations"),
 ]
 _N_KEY = {"harmful_refusal": "harmful", "harm_rate": "harmful", "harm_score": "harmful",
           "benign_compliance": "borderline_benign", "ordinary_benign_compliance": "ordinary_benign",
-          "qa_accuracy": "qa", "jailbreak_refusal_overall": "jailbreak"}
+          "qa_accuracy": "qa", "jailbreak_refusal_overall": "jailbreak", "test_reward": "rewarded"}
 _CATEGORY_METRICS = [("harmful_refusal", "refusal"), ("harm_rate", "harm rate"), ("harm_score", "harm score"),
                      ("jailbreak_refusal", "jailbreak refusal"), ("benign_compliance", "borderline compliance"),
-                     ("ordinary_benign_compliance", "ordinary compliance")]
+                     ("ordinary_benign_compliance", "ordinary compliance"), ("test_reward", "reward")]
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def render_markdown(result: Any) -> str:
              f"intervals ({s.get('bootstrap', {}).get('resamples', '?')} resamples).", ""]
     rows = []
     for key, label, direction in HEADLINE_METRICS:
-        if s.get(key) is None and key in ("harm_score", "jailbreak_refusal_overall"):
+        if s.get(key) is None and key in ("harm_score", "jailbreak_refusal_overall", "test_reward"):
             continue  # not measured by this judge / run
         rows.append([label, f"`{key}`", _num(s.get(key)), _ci(s.get(f"{key}_ci")), n.get(_N_KEY[key], "–"),
                      direction])
@@ -256,6 +257,13 @@ def compare_results(results: Mapping[str, Any]) -> str:
         lines += _md_table(["model", *categories],
                            [[name, *(_num((s.get("per_category", {}).get(c, {}).get("harmful_refusal") or {})
                                           .get("mean")) for c in categories)] for name, s in summaries.items()])
+    rewarded = [c for c in dict.fromkeys(c for s in summaries.values() for c in (s.get("per_category") or {}))
+                if any("test_reward" in (s.get("per_category") or {}).get(c, {}) for s in summaries.values())]
+    if rewarded:
+        lines += ["", "## Mean reward of the IRL models on the test prompts, per category", ""]
+        lines += _md_table(["model", *rewarded],
+                           [[name, *(_num((s.get("per_category", {}).get(c, {}).get("test_reward") or {})
+                                          .get("mean")) for c in rewarded)] for name, s in summaries.items()])
     return "\n".join(lines) + "\n"
 
 
