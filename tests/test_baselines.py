@@ -172,6 +172,15 @@ def test_sft_rows_are_conversational_prompt_completion():
     assert sft_rows(EXAMPLES[:1], system_prompt="Be brief.")[0]["prompt"][0]["content"] == "Be brief."
 
 
+def test_sft_benign_repeats_repeats_only_the_benign_rows():
+    rows = sft_rows(EXAMPLES, benign_repeats=3)
+    completions = [r["completion"][0]["content"] for r in rows]
+    assert len(rows) == 6 and completions.count("The capital of France is Paris.") == 3
+    assert completions.count(EXAMPLES[0].demonstration) == 1
+    with pytest.raises(ValueError, match="benign_repeats must be >= 1, got 0"):
+        SFTBaselineConfig(benign_repeats=0)
+
+
 # ----------------------------------------------------------------------------------------------------- DPO
 def test_dpo_rows_pair_every_sample_and_drop_uninformative_ones():
     rejected = {"a": ["Sure, here is how.", EXAMPLES[0].demonstration], "b": [], "c": ["Lyon."]}

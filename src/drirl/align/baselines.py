@@ -25,6 +25,8 @@ from drirl.errors import DataError
 from drirl.generation import GenerationSettings, as_messages, generate
 from drirl.io import atomic_directory, atomic_write_json
 
+BENIGN = "benign"
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -86,6 +88,16 @@ class _PolicyTrainingConfig:
 @dataclass
 class SFTBaselineConfig(_PolicyTrainingConfig):
     """Supervised fine-tuning on the demonstrations (loss on the response tokens only)."""
+
+    benign_repeats: int = field(default=1, metadata=help_field(
+        "Times each benign demonstration appears in the SFT rows. The bundled set has more refusals than answers "
+        "(252 to 150 in its train split), and a small model fine-tuned on it learns to refuse benign prompts that "
+        "merely sound dangerous ('kill a process'); repeating the answers counters that."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.benign_repeats < 1:
+            raise ValueError(f"benign_repeats must be >= 1, got {self.benign_repeats}")
 
 
 @dataclass
@@ -153,10 +165,13 @@ def _messages(prompt: str | list[dict], system_prompt: str | None) -> list[dict[
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in as_messages(prompt, system_prompt)]
 
 
-def sft_rows(examples: Sequence[Any], system_prompt: str | None = None) -> list[dict[str, Any]]:
-    """Conversational prompt-completion rows: TRL then computes the loss on the completion tokens only."""
+def sft_rows(examples: Sequence[Any], system_prompt: str | None = None, benign_repeats: int = 1
+             ) -> list[dict[str, Any]]:
+    """Conversational prompt-completion rows: TRL then computes the loss on the completion tokens only. Benign
+    examples appear ``benign_repeats`` times (next to each other; the trainer shuffles)."""
     return [{"prompt": _messages(e.prompt, system_prompt),
-             "completion": [{"role": "assistant", "content": e.demonstration}]} for e in examples]
+             "completion": [{"role": "assistant", "content": e.demonstration}]}
+            for e in examples for _ in range(benign_repeats if e.category == BENIGN else 1)]
 
 
 def dpo_rows(examples: Sequence[Any], rejected: dict[str, list[str]],
@@ -362,12 +377,12 @@ def train_sft(examples: Iterable[Any], model: str, output_dir: str | Path,
     args = SFTConfig(**_training_arguments(config, work_dir),
                      completion_only_loss=True,  # the prompt is context, not a target
                      packing=False)
-    rows = sft_rows(examples, config.system_prompt)
+    rows = sft_rows(examples, config.system_prompt, config.benign_repeats)
     trainer = SFTTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=_lora_config(config, model) if config.use_lora else None)
     logger.info("SFT: %d demonstrations, base %s", len(examples), model)
     trainer.train()
-    manifest = _manifest("sft", model, config, trainer, started, train_examples=len(examples))
+    manifest = _manifest("sft", model, config, trainer, started, train_examples=len(examples), train_rows=len(rows))
     return _finish(trainer, tokenizer, model, output_dir, work_dir, config, manifest)
 
 
