@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 import torch
 from tiny_models import LengthReward
 
 from drirl.data.schema import Example
+
+STEPS = 20
 
 
 def _examples() -> list[Example]:
@@ -90,3 +93,19 @@ def test_last_checkpoint_skips_and_removes_incomplete(tmp_path):
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
     assert not (tmp_path / "checkpoint-15").exists()
     assert last_checkpoint(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("mode", ["both", "none"])
+def test_training_raises_the_reward(tiny_lm_path, tmp_path, mode):
+    """The trainer optimises what it is given: with "longer is better", the mean reward climbs, scaled or not.
+    (A flipped advantage sign or an α that zeroes the signal would make it fall or stay flat.)"""
+    from drirl.align.trainer import AlignConfig, run_align
+
+    config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=STEPS,
+                         per_device_train_batch_size=16, num_generations=4, max_completion_length=16,
+                         scaling_mode=mode, bf16="false", save_steps=1000, learning_rate=2e-2, use_lora=False)
+    run_align(config, reward_funcs=[LengthReward()], examples=_examples())
+    rewards = [h["reward"] for h in json.loads((tmp_path / "run" / "log_history.json").read_text()) if "reward" in h]
+    assert len(rewards) == STEPS
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.3, (mode, rewards)
