@@ -16,6 +16,8 @@ what it measures (all rates are fractions in [0, 1] with 95% bootstrap intervals
   ordinary_benign_compliance compliance on ordinary benign prompts
   qa_accuracy                bundled short-answer QA, matched against answer aliases
   jailbreak_refusal          refusal per jailbreak template wrapped around the harmful prompts
+  test_reward                with --reward_models BUNDLE: mean reward of the responses to the harmful and benign
+                             test prompts under the IRL models (not a rate; higher is closer to the demonstrations)
 
 judges: refusal (offline regex matcher, default) | classifier (--judge_model FOLDER) |
         llm (--judge_endpoint_url URL --judge_endpoint_model NAME; StrongREJECT rubric; key from --api_key_env)
@@ -23,6 +25,7 @@ judges: refusal (offline regex matcher, default) | classifier (--judge_model FOL
 examples:
   drirl eval smollm2-135m-instruct --output runs/eval/base
   drirl eval runs/policy --max_jailbreak_prompts 14 --qa_limit 60 --json > eval.json
+  drirl eval runs/policy --reward_models runs/rm      # adds test_reward: the held-out reward alignment maximises
   drirl eval runs/policy --judge llm --judge_endpoint_url http://localhost:8000/v1 \\
       --judge_endpoint_model Qwen/Qwen2.5-7B-Instruct
   drirl eval runs/policy --config configs/demo.yaml      # uses the file's `eval:` section when it has one
