@@ -201,3 +201,26 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     assert run("none") == [("align", "some/policy"), ("align", "some/policy")]
     with pytest.raises(ConfigError, match="warm_start must be one of none, sft"):
         pipeline.load_pipeline_config(None, {"run": {"output": str(tmp_path / "x"), "warm_start": "dpo"}})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
+    """Every recipe in configs/ passes the same validation `drirl run` does before any work; configs/demo.yaml is
+    the file `drirl demo` runs (packaged as drirl/configs/demo.yaml), so the two must not drift apart."""
+    import drirl.pipeline as pipeline
+    from drirl.align.trainer import AlignConfig
+    from drirl.config import config_from_dict, read_yaml
+    from drirl.pipeline_commands import demo_config_path
+
+    recipes = sorted((ROOT / "configs").glob("*.yaml"))
+    assert {p.name for p in recipes} >= {"demo.yaml", "compare_all.yaml", "llama3_8b.yaml", "qwen2_7b.yaml"}
+    for path in recipes:
+        if path.name == "align.yaml":  # a flat `drirl align --config` file, not a pipeline
+            values = {"output": "runs/x", **read_yaml(path)}  # the command line gives --output
+            assert config_from_dict(AlignConfig, values, source=str(path)).max_steps >= 1
+            continue
+        config = pipeline.load_pipeline_config(path)
+        assert config.run.output and set(config.run.methods) <= set(pipeline.METHODS), path.name
+    assert (ROOT / "configs" / "demo.yaml").read_text() == demo_config_path().read_text()
