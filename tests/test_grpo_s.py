@@ -109,3 +109,37 @@ def test_training_raises_the_reward(tiny_lm_path, tmp_path, mode):
     assert len(rewards) == STEPS
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.3, (mode, rewards)
+
+
+def test_held_out_reward_is_logged_at_the_start_and_every_eval_steps(tiny_lm_path, tmp_path):
+    from drirl.align.trainer import AlignConfig, run_align
+
+    examples = _examples()
+    config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=4, eval_prompts=2,
+                         eval_steps=2, per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+                         scaling_mode="both", bf16="false", save_steps=100, learning_rate=1e-3)
+    run_align(config, reward_funcs=[LengthReward()], examples=examples[:2], held_out=examples[2:])
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    held_out = [(h["step"], h["eval_reward"]) for h in history if "eval_reward" in h]
+    assert [step for step, _ in held_out] == [0, 2, 4]
+    assert all(value >= 0.0 for _, value in held_out) and any(value > 0.0 for _, value in held_out)
+    summary = json.loads((tmp_path / "run" / "alignment.json").read_text())
+    assert summary["held_out_reward"] == [{"step": s, "reward": v} for s, v in held_out]
+    # Evaluation batches leave α's running means alone: only the training groups (4 steps × 2 prompts) went in.
+    gap_counts = summary["scaling_state"]["gap_running"]["counts"]
+    assert sum(gap_counts.values()) == 8 and set(gap_counts) <= {"crime", "insult"}
+
+
+def test_held_out_prompts_are_balanced_fixed_and_never_trained_on():
+    from drirl.align.trainer import AlignConfig, load_prompts
+
+    config = AlignConfig(output="x", eval_prompts=16, max_prompts=240)
+    held_out = load_prompts(config, held_out=True)
+    training = load_prompts(config)
+    assert len(held_out) == 16 and len(training) == 240
+    assert not {e.id for e in held_out} & {e.id for e in training}
+    counts = {c: sum(e.category == c for e in held_out) for c in {e.category for e in held_out}}
+    assert len(counts) == 8 and set(counts.values()) == {2}  # seven harm categories and benign, two each
+    assert [e.id for e in load_prompts(AlignConfig(output="x", eval_prompts=16), held_out=True)] == \
+        [e.id for e in held_out]  # the same set whatever max_prompts is
+    assert len(load_prompts(AlignConfig(output="x"), held_out=True)) == 0

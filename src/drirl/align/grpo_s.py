@@ -220,7 +220,8 @@ class GRPOSTrainer(GRPOTrainer):
         rewards_per_func = self._mask_nonfinite(
             super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         self._pending_scaling = None
-        if self.scaling.mode == "none":
+        # Evaluation only measures rewards: its batches must not move the categories' running means.
+        if self.scaling.mode == "none" or not self.model.training:
             return rewards_per_func
         device = rewards_per_func.device
         count = len(prompts)

@@ -24,7 +24,8 @@ def save_figure(figure: Any, path: str | Path) -> None:
 
 
 def plot_training_curves(history: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """Mean reward per step, and α's mean with its min-max band when scaling was on."""
+    """Mean reward per step (and on the held-out prompts when measured), and α's mean with its min-max band when
+    scaling was on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,8 +37,13 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path) -> Pat
     steps = [h["step"] for h in rows]
     has_alpha = any("scaling/alpha/mean" in h for h in rows)
     figure, axes = plt.subplots(1, 2 if has_alpha else 1, figsize=(10 if has_alpha else 5, 3.5), squeeze=False)
-    axes[0][0].plot(steps, [h["reward"] for h in rows], marker="o", ms=3)
-    axes[0][0].set(xlabel="step", ylabel="mean reward", title="training reward")
+    axes[0][0].plot(steps, [h["reward"] for h in rows], marker="o", ms=3, label="training prompts")
+    held_out = [h for h in history if "eval_reward" in h and "step" in h]
+    if held_out:
+        axes[0][0].plot([h["step"] for h in held_out], [h["eval_reward"] for h in held_out], marker="s", ms=5,
+                        lw=2, label="held-out prompts")
+        axes[0][0].legend()
+    axes[0][0].set(xlabel="step", ylabel="mean reward", title="reward")
     if has_alpha:
         alpha_rows = [h for h in rows if "scaling/alpha/mean" in h]
         x = [h["step"] for h in alpha_rows]

@@ -41,6 +41,11 @@ class AlignConfig:
         "Train on benign prompts too, so helpfulness is rewarded alongside refusals."))
     max_prompts: int | None = field(default=None, metadata=help_field(
         "Use at most this many training prompts (balanced over categories, deterministic)."))
+    eval_prompts: int = field(default=0, metadata=help_field(
+        "Hold out this many train-split prompts (category-balanced, never trained on) and log their mean reward as "
+        "`eval_reward` at the start and every eval_steps (log_history.json, training_curves.png). The training "
+        "reward of a step depends mostly on which prompts it drew; this one watches the same prompts throughout."))
+    eval_steps: int = field(default=10, metadata=help_field("Steps between held-out reward measurements."))
     max_steps: int = field(default=20, metadata=help_field("Optimizer steps."))
     learning_rate: float = field(default=5e-5, metadata=help_field(
         "Learning rate (TRL's default 1e-6 is far too small for short LoRA runs)."))
@@ -92,6 +97,9 @@ class AlignConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.eval_prompts < 0 or self.eval_steps < 1:
+            raise ValueError(f"eval_prompts must be >= 0 and eval_steps >= 1, got {self.eval_prompts} and "
+                             f"{self.eval_steps}")
         if self.per_device_train_batch_size % self.num_generations:
             raise ValueError(f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be divisible "
                              f"by num_generations ({self.num_generations})")
@@ -99,8 +107,30 @@ class AlignConfig:
             raise ValueError("give reward_models or external_reward_model, not both")
 
 
-def load_prompts(config: AlignConfig) -> list[Any]:
-    """Train-split examples with demonstrations, balanced over categories when capped."""
+def _balanced_pick(examples: list[Any], count: int, seed: int) -> list[Any]:
+    """``count`` examples taken round-robin over categories after a seeded shuffle of each (deterministic)."""
+    import random
+
+    by_category: dict[str, list[Any]] = {}
+    for example in sorted(examples, key=lambda e: e.id):
+        by_category.setdefault(example.category, []).append(example)
+    rng = random.Random(seed)
+    for items in by_category.values():
+        rng.shuffle(items)
+    chosen: list[Any] = []
+    while len(chosen) < min(count, len(examples)):  # round-robin keeps the categories balanced
+        for items in by_category.values():
+            if items and len(chosen) < count:
+                chosen.append(items.pop())
+    return chosen
+
+
+def load_prompts(config: AlignConfig, *, held_out: bool = False) -> list[Any]:
+    """Train-split examples with demonstrations, balanced over categories when capped.
+
+    With ``config.eval_prompts``, that many are set aside first (``held_out=True`` returns them) and the training
+    prompts come from the rest, so the two sets never share a prompt.
+    """
     from drirl.data.schema import assert_not_test, load_bundled, load_taxonomy, read_examples
 
     if config.data:
@@ -113,21 +143,19 @@ def load_prompts(config: AlignConfig) -> list[Any]:
     assert_not_test(examples)
     if not examples:
         raise DataError("no training prompts with demonstrations", file=config.data or "bundled data")
+    evaluation: list[Any] = []
+    if config.eval_prompts:
+        if config.eval_prompts >= len(examples):
+            raise DataError(f"eval_prompts ({config.eval_prompts}) leaves no training prompts: there are "
+                            f"{len(examples)}", file=config.data or "bundled data")
+        # A seed of its own: the held-out set stays the same whatever max_prompts is.
+        evaluation = _balanced_pick(examples, config.eval_prompts, config.seed + 1)
+        chosen_ids = {e.id for e in evaluation}
+        examples = [e for e in examples if e.id not in chosen_ids]
+    if held_out:
+        return evaluation
     if config.max_prompts and len(examples) > config.max_prompts:
-        import random
-
-        by_category: dict[str, list[Any]] = {}
-        for example in sorted(examples, key=lambda e: e.id):
-            by_category.setdefault(example.category, []).append(example)
-        rng = random.Random(config.seed)
-        for items in by_category.values():
-            rng.shuffle(items)
-        chosen: list[Any] = []
-        while len(chosen) < config.max_prompts:  # round-robin keeps the categories balanced
-            for items in by_category.values():
-                if items and len(chosen) < config.max_prompts:
-                    chosen.append(items.pop())
-        examples = chosen
+        examples = _balanced_pick(examples, config.max_prompts, config.seed)
     return examples
 
 
@@ -171,6 +199,9 @@ def build_grpo_config(config: AlignConfig, output_dir: str):
         gradient_accumulation_steps=config.gradient_accumulation_steps, max_steps=config.max_steps,
         logging_steps=config.logging_steps, save_steps=config.save_steps, report_to=config.report_to,
         gradient_checkpointing=config.gradient_checkpointing)
+    if config.eval_prompts:
+        kwargs.update(eval_strategy="steps", eval_steps=config.eval_steps, eval_on_start=True,
+                      per_device_eval_batch_size=config.per_device_train_batch_size)
     kwargs.update(
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         temperature=config.temperature, beta=config.beta, epsilon=config.epsilon, loss_type=config.loss_type,
@@ -214,8 +245,12 @@ def last_checkpoint(folder: Path) -> str | None:
 
 
 def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[Any] | None = None,
-              examples: list[Any] | None = None, text_encoder: Any = None) -> Path:
-    """Train, then save the merged policy to ``<output>/model``; returns that folder."""
+              examples: list[Any] | None = None, held_out: list[Any] | None = None,
+              text_encoder: Any = None) -> Path:
+    """Train, then save the merged policy to ``<output>/model``; returns that folder.
+
+    ``examples`` and ``held_out`` replace the prompts :func:`load_prompts` would pick for training and for the
+    held-out reward (``config.eval_prompts``)."""
     from peft import LoraConfig
 
     from drirl.align.grpo_s import GRPOSTrainer
@@ -232,6 +267,8 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     seed_everything(config.seed)
     examples = examples if examples is not None else load_prompts(config)
     dataset = build_dataset(examples, config.system_prompt)
+    eval_dataset = (build_dataset(held_out if held_out is not None else load_prompts(config, held_out=True),
+                                  config.system_prompt) if config.eval_prompts else None)
     reward_funcs = reward_funcs if reward_funcs is not None else build_reward_funcs(config)
     tokenizer = load_tokenizer(config.policy, trust_remote_code=config.trust_remote_code)
     model = load_causal_lm(config.policy, trust_remote_code=config.trust_remote_code,
@@ -243,7 +280,8 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
                                  lora_dropout=0.0, target_modules=list(config.lora_target_modules),
                                  layers_to_transform=top_layers(config.policy, config.lora_top_layers))
     trainer = GRPOSTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                           processing_class=tokenizer, peft_config=peft_config, text_encoder=text_encoder)
+                           eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config,
+                           text_encoder=text_encoder)
     checkpoint = last_checkpoint(checkpoints) if resume else None
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from scratch", checkpoints)
@@ -265,11 +303,13 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
         trained.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     rewards = [h["reward"] for h in history if "reward" in h]
+    held_out_rewards = [{"step": h["step"], "reward": h["eval_reward"]} for h in history if "eval_reward" in h]
     atomic_write_json(output / "alignment.json", {
         "method": "grpo-s" if config.scaling_mode != "none" else "grpo",
         "config": config_to_dict(config), "config_hash": config_hash(config),
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
+        "held_out_reward": held_out_rewards,
         "scaling_state": trainer.scaling_state(),
     })
     logger.info("aligned policy written to %s (%.0f s)", final, seconds)
