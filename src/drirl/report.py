@@ -114,7 +114,7 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
     lines = ["# drirl run report", "",
              f"Policy `{config.run.policy}`, methods {', '.join(results)}, seed {config.run.seed}"
              + _warm_start_note(config) + ".", "",
-             "## Safety and usefulness", "", compare_results(results), ""]
+             compare_results(results), ""]
     if reward_metrics:
         lines += ["## Reward models (held-out pairwise accuracy: demonstration vs policy sample)", "",
                   "| bundle | category | accuracy |", "|---|---|---|"]
