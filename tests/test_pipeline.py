@@ -171,7 +171,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_export_final", lambda *a: None)
     monkeypatch.setattr(trainer, "run_align", fake_align)
     monkeypatch.setattr(irl, "train_reward_models", lambda rc: Path(rc.output))
-    monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None: {
+    monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None, max_prompts_per_category=None: {
         "cross_category": [], "categories": []})
     monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
     monkeypatch.setattr(report, "write_report", lambda root, config, *a: calls.append(("report", config.run)))
@@ -224,3 +224,21 @@ def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
         config = pipeline.load_pipeline_config(path)
         assert config.run.output and set(config.run.methods) <= set(pipeline.METHODS), path.name
     assert (ROOT / "configs" / "demo.yaml").read_text() == demo_config_path().read_text()
+
+
+def test_an_eval_only_reward_setting_reuses_the_trained_bundle(tmp_path):
+    from drirl.config import config_to_dict
+    from drirl.pipeline import _bundle_matches, _reward_config, load_pipeline_config
+
+    def reward_config(**reward):
+        config = load_pipeline_config(None, {"run": {"output": str(tmp_path)}, "reward": reward})
+        return _reward_config(config, str(tmp_path / "reward" / "bundle"), per_category=True)
+
+    bundle = tmp_path / "reward" / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "manifest.json").write_text(json.dumps({"config": config_to_dict(reward_config())}))
+    assert _bundle_matches(bundle, reward_config())
+    assert _bundle_matches(bundle, reward_config(eval_max_prompts_per_category=8))  # evaluation only
+    assert not _bundle_matches(bundle, reward_config(learning_rate=1e-3))
+    with pytest.raises(ConfigError, match="eval_max_prompts_per_category must be >= 1"):
+        reward_config(eval_max_prompts_per_category=0)

@@ -199,7 +199,8 @@ def run_pipeline(config: PipelineConfig) -> Path:
                 bundle = Path(rc.output)
                 if not _bundle_matches(bundle, rc):  # a crash after training must not cost a retraining
                     bundle = train_reward_models(rc)
-                metrics = evaluate_bundle(bundle, data=rc.data)
+                metrics = evaluate_bundle(bundle, data=rc.data,
+                                          max_prompts_per_category=rc.eval_max_prompts_per_category)
                 plot_heatmap(metrics["cross_category"], metrics["categories"], bundle.parent / "heatmap.png")
                 atomic_write_json(bundle.parent / "reward_eval.json", metrics)
                 return {"bundle": str(bundle), "mean_pairwise_accuracy": metrics.get("mean_pairwise_accuracy"),
@@ -271,14 +272,21 @@ def run_pipeline(config: PipelineConfig) -> Path:
     return root
 
 
+# Fields of RewardTrainConfig that only concern the evaluation after training: a change reruns it, not the training.
+EVAL_ONLY_REWARD_FIELDS = ("eval_max_prompts_per_category",)
+
+
 def _bundle_matches(bundle: Path, config: Any) -> bool:
     manifest = bundle / "manifest.json"
     if not manifest.is_file():
         return False
     try:
-        return json.loads(manifest.read_text()).get("config") == config_to_dict(config)
+        trained = json.loads(manifest.read_text()).get("config") or {}
     except ValueError:
         return False
+    wanted = config_to_dict(config)
+    return ({k: v for k, v in trained.items() if k not in EVAL_ONLY_REWARD_FIELDS}
+            == {k: v for k, v in wanted.items() if k not in EVAL_ONLY_REWARD_FIELDS})
 
 
 def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float],

@@ -69,6 +69,10 @@ class RewardTrainConfig:
     negatives_per_prompt: int = field(default=2, metadata=help_field("Policy samples (k) per prompt."))
     max_prompts_per_category: int | None = field(default=None, metadata=help_field(
         "Cap on training prompts per category (deterministic by seed); default: all."))
+    eval_max_prompts_per_category: int | None = field(default=None, metadata=help_field(
+        "`drirl run` only: cap on test prompts per category in the held-out evaluation after training (its "
+        "cross-category matrix scores every test pair with every model); default: all. Changing it does not "
+        "retrain the bundle."))
     negative_max_new_tokens: int = field(default=64, metadata=help_field("New tokens per sampled negative."))
     negative_temperature: float = field(default=1.0, metadata=help_field("Sampling temperature of negatives."))
     negative_top_p: float = field(default=1.0, metadata=help_field("Nucleus mass of negatives."))
@@ -113,6 +117,9 @@ class RewardTrainConfig:
             raise ValueError("rounds must be >= 1")
         if self.negatives_per_prompt < 1:
             raise ValueError("negatives_per_prompt must be >= 1")
+        for name in ("max_prompts_per_category", "eval_max_prompts_per_category"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or null for all), got {getattr(self, name)}")
         if self.variant == "init-demo" and self.rounds > 1:
             raise ValueError("variant 'init-demo' always samples the initial model: rounds > 1 changes nothing")
         if self.variant not in VARIANTS:
