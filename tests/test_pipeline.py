@@ -171,8 +171,9 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_export_final", lambda *a: None)
     monkeypatch.setattr(trainer, "run_align", fake_align)
     monkeypatch.setattr(irl, "train_reward_models", lambda rc: Path(rc.output))
-    monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None, max_prompts_per_category=None: {
-        "cross_category": [], "categories": []})
+    caps: list[int | None] = []
+    monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None, max_prompts_per_category=None: (
+        caps.append(max_prompts_per_category), {"cross_category": [], "categories": []})[1])
     monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
     monkeypatch.setattr(report, "write_report", lambda root, config, *a: calls.append(("report", config.run)))
 
@@ -181,12 +182,12 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "evaluate", lambda ec, responder=None: (
         evaluated.append(ec.output), scorers.add(ec.reward_models), fake_eval(ec))[2])
 
-    def run(warm_start: str, sft_rate: float = 2e-4) -> list[tuple[str, str]]:
+    def run(warm_start: str, sft_rate: float = 2e-4, reward: dict | None = None) -> list[tuple[str, str]]:
         calls.clear()
         evaluated.clear()
         config = pipeline.load_pipeline_config(None, {"run": {
             "output": str(tmp_path / warm_start), "policy": "some/policy", "warm_start": warm_start,
-            "methods": ["base", "grpo-irl", "dr-irl"]}, "sft": {"learning_rate": sft_rate}})
+            "methods": ["base", "grpo-irl", "dr-irl"]}, "sft": {"learning_rate": sft_rate}, "reward": reward or {}})
         pipeline.run_pipeline(config)
         return [c for c in calls if c[0] != "report"]
 
@@ -195,8 +196,13 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     assert len(evaluated) == 3
     assert scorers == {str(tmp_path / "sft" / "reward" / "bundle")}  # every method scored by the run's bundle
     assert run("sft") == [] and evaluated == []  # all complete: skipped
+    # A setting of the reward stage's own evaluation reruns that evaluation only, not what reads the bundle.
+    caps.clear()
+    assert run("sft", reward={"eval_max_prompts_per_category": 8}) == [] and evaluated == []
+    assert caps == [8]
     # A retrained SFT model sits in the same folder: the GRPO stages and their evaluations still run again.
-    assert run("sft", sft_rate=1e-4) == [("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
+    assert run("sft", sft_rate=1e-4, reward={"eval_max_prompts_per_category": 8}) == [
+        ("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
     assert sorted(Path(e).name for e in evaluated) == ["eval-dr-irl", "eval-grpo-irl"]
     assert run("none") == [("align", "some/policy"), ("align", "some/policy")]
     with pytest.raises(ConfigError, match="warm_start must be one of none, sft"):

@@ -207,7 +207,9 @@ def run_pipeline(config: PipelineConfig) -> Path:
                         "pairwise_accuracy": metrics.get("pairwise_accuracy")}
 
             bundles[name] = _run_stage(stage, train, timings)["bundle"]
-            hashes[name] = stage.hash
+            # What later stages read is the bundle: settings of the evaluation after training do not rerun them.
+            hashes[name] = sha256_json({k: v for k, v in stage.settings.items()
+                                        if k not in EVAL_ONLY_REWARD_FIELDS})[:16]
 
     if "base" in methods:
         from drirl.models import resolve_model
