@@ -208,8 +208,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
 
             bundles[name] = _run_stage(stage, train, timings)["bundle"]
             # What later stages read is the bundle: settings of the evaluation after training do not rerun them.
-            hashes[name] = sha256_json({k: v for k, v in stage.settings.items()
-                                        if k not in EVAL_ONLY_REWARD_FIELDS})[:16]
+            hashes[name] = sha256_json(_training_settings(stage.settings))[:16]
 
     if "base" in methods:
         from drirl.models import resolve_model
@@ -278,6 +277,11 @@ def run_pipeline(config: PipelineConfig) -> Path:
 EVAL_ONLY_REWARD_FIELDS = ("eval_max_prompts_per_category",)
 
 
+def _training_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A reward stage's settings without its eval-only fields: what the trained bundle depends on."""
+    return {k: v for k, v in settings.items() if k not in EVAL_ONLY_REWARD_FIELDS}
+
+
 def _bundle_matches(bundle: Path, config: Any) -> bool:
     manifest = bundle / "manifest.json"
     if not manifest.is_file():
@@ -286,9 +290,7 @@ def _bundle_matches(bundle: Path, config: Any) -> bool:
         trained = json.loads(manifest.read_text()).get("config") or {}
     except ValueError:
         return False
-    wanted = config_to_dict(config)
-    return ({k: v for k, v in trained.items() if k not in EVAL_ONLY_REWARD_FIELDS}
-            == {k: v for k, v in wanted.items() if k not in EVAL_ONLY_REWARD_FIELDS})
+    return _training_settings(trained) == _training_settings(config_to_dict(config))
 
 
 def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float],

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from drirl.config import help_field
+from drirl.data.schema import BENIGN
 from drirl.errors import DataError
 from drirl.generation import GenerationSettings, as_messages, generate
 from drirl.io import atomic_directory, atomic_write_json
-
-BENIGN = "benign"
 
 logger = logging.getLogger(__name__)
 
