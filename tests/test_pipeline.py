@@ -221,7 +221,8 @@ def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
     from drirl.pipeline_commands import demo_config_path
 
     recipes = sorted((ROOT / "configs").glob("*.yaml"))
-    assert {p.name for p in recipes} >= {"demo.yaml", "compare_all.yaml", "llama3_8b.yaml", "qwen2_7b.yaml"}
+    assert {p.name for p in recipes} >= {"demo.yaml", "compare_all.yaml", "compare_cpu.yaml", "llama3_8b.yaml",
+                                         "qwen2_7b.yaml"}
     for path in recipes:
         if path.name == "align.yaml":  # a flat `drirl align --config` file, not a pipeline
             values = {"output": "runs/x", **read_yaml(path)}  # the command line gives --output
@@ -230,6 +231,14 @@ def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
         config = pipeline.load_pipeline_config(path)
         assert config.run.output and set(config.run.methods) <= set(pipeline.METHODS), path.name
     assert (ROOT / "configs" / "demo.yaml").read_text() == demo_config_path().read_text()
+    # The CPU comparison says it reuses the demo's stages when run into the demo's folder: the sections those
+    # stages are built from must be the demo's.
+    demo, compare = (read_yaml(ROOT / "configs" / name) for name in ("demo.yaml", "compare_cpu.yaml"))
+    for section in ("reward", "sft", "align", "eval"):
+        assert compare[section] == demo[section], section
+    assert {k: v for k, v in compare["run"].items() if k not in ("output", "methods")} == \
+        {k: v for k, v in demo["run"].items() if k not in ("output", "methods")}
+    assert set(compare["run"]["methods"]) == set(pipeline.METHODS)
 
 
 def test_an_eval_only_reward_setting_reuses_the_trained_bundle(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from drirl.errors import ConfigError
+from drirl.errors import COMMAND_LINE, ConfigError
 from drirl.io import sha256_json
 
 T = TypeVar("T")
@@ -219,7 +219,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     data: dict[str, Any] = read_yaml(path, section) if path else {}
     source = str(path) if path else None
     merged = {**data, **(overrides or {})}
-    return config_from_dict(cls, merged, source=source or "command line")
+    return config_from_dict(cls, merged, source=source or COMMAND_LINE)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -261,7 +261,7 @@ def config_from_args(cls: type[T], args: argparse.Namespace, *, config_path: str
         try:
             overrides[key] = _coerce(value, hints[key], from_string=True, allow_inf=_allows_inf(fields.get(key)))
         except TypeError as err:
-            raise ConfigError(_type_error(err), file="command line", key=key) from None
+            raise ConfigError(_type_error(err), file=COMMAND_LINE, key=key) from None
     overrides.update(extra or {})
     return load_config(cls, config_path, overrides, section=section)
 

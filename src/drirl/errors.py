@@ -9,6 +9,10 @@ class DrirlError(Exception):
     exit_code = 1
 
 
+# The ``file`` of a ConfigError whose value came from a flag rather than a file.
+COMMAND_LINE = "command line"
+
+
 class ConfigError(DrirlError):
     """A config file or flag is wrong: unknown key, wrong type, missing required field."""
 
@@ -16,7 +20,9 @@ class ConfigError(DrirlError):
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
         self.file, self.key = file, key
-        where = ", ".join(p for p in (f"file {file}" if file else "", f"key '{key}'" if key else "") if p)
+        self.message = message  # without the location, to re-raise it with a better one
+        origin = (file if file.startswith(COMMAND_LINE) else f"file {file}") if file else ""
+        where = ", ".join(p for p in (origin, f"key '{key}'" if key else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl.config import config_from_dict, config_to_dict, help_field, read_yaml
-from drirl.errors import ConfigError
+from drirl.errors import COMMAND_LINE, ConfigError
 from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, sha256_json
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class PipelineConfig:
     run: RunConfig
     sections: dict[str, dict[str, Any]]
     source: str | None = None
+    # Section -> keys set by `--set`, so an error in one names the flag rather than the file.
+    overridden: dict[str, set[str]] = field(default_factory=dict)
 
 
 def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None
@@ -78,35 +80,52 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
     sections = {name: dict(data.get(name) or {}) for name in SECTIONS}
     for name, values in (overrides or {}).items():
         sections.setdefault(name, {}).update(values)
-    run = config_from_dict(RunConfig, sections.pop("run"), source=source)
-    pipeline = PipelineConfig(run=run, sections=sections, source=source)
+    overridden = {name: set(values) for name, values in (overrides or {}).items()}
+    pipeline = PipelineConfig(run=RunConfig(), sections=sections, source=source, overridden=overridden)
+    pipeline.run = section_config(RunConfig, pipeline, "run")
+    del sections["run"]
     # Validate every section now, so a typo fails in a second rather than after an hour of training.
     _reward_config(pipeline, "check", per_category=True)
     _align_config(pipeline, "check", "check", "both")
     _eval_config(pipeline, "check")
+    from drirl.align.baselines import BestOfNConfig, DPOBaselineConfig, SFTBaselineConfig
+
+    for cls, section in ((SFTBaselineConfig, "sft"), (DPOBaselineConfig, "dpo"), (BestOfNConfig, "bon")):
+        section_config(cls, pipeline, section)
     return pipeline
 
 
-def _build(cls: type, values: dict[str, Any], fixed: dict[str, Any], source: str | None, section: str) -> Any:
-    # Keys the pipeline sets itself (output, policy, seed...) override the section's.
-    return config_from_dict(cls, {**values, **fixed}, source=f"{source or 'config'} [{section}]")
+def section_config(cls: type, p: PipelineConfig, section: str, fixed: dict[str, Any] | None = None,
+                   defaults: dict[str, Any] | None = None) -> Any:
+    """``cls`` built from one section of the pipeline config; an error names the file and section, or the flag.
+
+    ``fixed`` keys (output, policy... that the pipeline sets itself) override the section's; the section's
+    override ``defaults``.
+    """
+    values = {**(defaults or {}), **p.sections[section], **(fixed or {})}
+    try:
+        return config_from_dict(cls, values, source=f"{p.source or 'config'} [{section}]")
+    except ConfigError as err:
+        if err.key not in p.overridden.get(section, ()):
+            raise
+        raise ConfigError(err.message, file=f"{COMMAND_LINE} (--set {section}.{err.key})") from None
 
 
 def _reward_config(p: PipelineConfig, output: str, *, per_category: bool, variant: str = "demo-vs-policy"):
     from drirl.reward.irl import RewardTrainConfig
 
-    return _build(RewardTrainConfig, p.sections["reward"],
-                  {"output": output, "policy": p.run.policy, "data": p.run.data, "seed": p.run.seed,
-                   "per_category": per_category, "variant": variant}, p.source, "reward")
+    return section_config(RewardTrainConfig, p, "reward",
+                          {"output": output, "policy": p.run.policy, "data": p.run.data, "seed": p.run.seed,
+                           "per_category": per_category, "variant": variant})
 
 
 def _align_config(p: PipelineConfig, output: str, reward_models: str, scaling_mode: str,
                   start: str | None = None):
     from drirl.align.trainer import AlignConfig
 
-    return _build(AlignConfig, p.sections["align"],
-                  {"output": output, "policy": start or p.run.policy, "data": p.run.data, "seed": p.run.seed,
-                   "reward_models": reward_models, "scaling_mode": scaling_mode}, p.source, "align")
+    return section_config(AlignConfig, p, "align",
+                          {"output": output, "policy": start or p.run.policy, "data": p.run.data,
+                           "seed": p.run.seed, "reward_models": reward_models, "scaling_mode": scaling_mode})
 
 
 def _eval_config(p: PipelineConfig, model: str, output: str | None = None, bundle: str | None = None):
@@ -117,7 +136,7 @@ def _eval_config(p: PipelineConfig, model: str, output: str | None = None, bundl
         fixed["reward_models"] = bundle  # every method's responses scored by the same reward models
     if p.run.data and not p.sections["eval"].get("eval_data"):
         fixed["eval_data"] = p.run.data  # its test split
-    return _build(EvalConfig, p.sections["eval"], fixed, p.source, "eval")
+    return section_config(EvalConfig, p, "eval", fixed)
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -254,8 +273,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
             if method == "bon":
                 from drirl.align.baselines import BestOfNConfig, BestOfNResponder
 
-                bon = config_from_dict(BestOfNConfig, {"seed": config.run.seed, **config.sections["bon"]},
-                                       source=f"{config.source} [bon]")
+                bon = section_config(BestOfNConfig, config, "bon", defaults={"seed": config.run.seed})
                 responder = BestOfNResponder.from_paths(models["sft"], bundles["reward-init-sft"], bon)
             result = run_eval(ec, responder=responder)
             return {"eval": str(Path(ec.output) / "eval.json"), "headline": {
@@ -298,8 +316,7 @@ def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str
     from drirl.align import baselines
 
     cls = baselines.SFTBaselineConfig if method == "sft" else baselines.DPOBaselineConfig
-    bc = config_from_dict(cls, {"seed": config.run.seed, **config.sections[method]},
-                          source=f"{config.source} [{method}]")
+    bc = section_config(cls, config, method, defaults={"seed": config.run.seed})
     target = root / f"align-{method}" / "model"
     stage = Stage(root, f"align-{method}", {**config_to_dict(bc), "policy": config.run.policy,
                                             "data": config.run.data})

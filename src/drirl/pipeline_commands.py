@@ -7,7 +7,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from drirl.errors import ConfigError
+from drirl.errors import COMMAND_LINE, ConfigError
 
 RUN_EXAMPLE = """\
 examples:
@@ -34,7 +34,7 @@ def _parse_sets(values: list[str]) -> dict[str, dict]:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}", file="command line")
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}", file=COMMAND_LINE)
         overrides.setdefault(section, {})[name] = yaml.safe_load(raw)
     return overrides
 
