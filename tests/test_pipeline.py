@@ -170,7 +170,15 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(baselines, "train_sft", fake_sft)
     monkeypatch.setattr(pipeline, "_export_final", lambda *a: None)
     monkeypatch.setattr(trainer, "run_align", fake_align)
-    monkeypatch.setattr(irl, "train_reward_models", lambda rc: Path(rc.output))
+    def fake_reward(rc):
+        from drirl.config import config_to_dict
+
+        calls.append(("reward", rc.extra_negative_policy))
+        Path(rc.output).mkdir(parents=True, exist_ok=True)
+        (Path(rc.output) / "manifest.json").write_text(json.dumps({"config": config_to_dict(rc)}))
+        return Path(rc.output)
+
+    monkeypatch.setattr(irl, "train_reward_models", fake_reward)
     caps: list[int | None] = []
     monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None, max_prompts_per_category=None: (
         caps.append(max_prompts_per_category), {"cross_category": [], "categories": []})[1])
@@ -182,17 +190,19 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "evaluate", lambda ec, responder=None: (
         evaluated.append(ec.output), scorers.add(ec.reward_models), fake_eval(ec))[2])
 
-    def run(warm_start: str, sft_rate: float = 2e-4, reward: dict | None = None) -> list[tuple[str, str]]:
+    def run(warm_start: str, sft_rate: float = 2e-4, reward: dict | None = None, name: str | None = None,
+            negatives: str = "policy") -> list[tuple[str, str]]:
         calls.clear()
         evaluated.clear()
         config = pipeline.load_pipeline_config(None, {"run": {
-            "output": str(tmp_path / warm_start), "policy": "some/policy", "warm_start": warm_start,
-            "methods": ["base", "grpo-irl", "dr-irl"]}, "sft": {"learning_rate": sft_rate}, "reward": reward or {}})
+            "output": str(tmp_path / (name or warm_start)), "policy": "some/policy", "warm_start": warm_start,
+            "reward_negatives": negatives, "methods": ["base", "grpo-irl", "dr-irl"]},
+            "sft": {"learning_rate": sft_rate}, "reward": reward or {}})
         pipeline.run_pipeline(config)
         return [c for c in calls if c[0] != "report"]
 
     sft_model = str(tmp_path / "sft" / "align-sft" / "model")
-    assert run("sft") == [("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
+    assert run("sft") == [("baseline", "sft"), ("reward", None), ("align", sft_model), ("align", sft_model)]
     assert len(evaluated) == 3
     assert scorers == {str(tmp_path / "sft" / "reward" / "bundle")}  # every method scored by the run's bundle
     assert run("sft") == [] and evaluated == []  # all complete: skipped
@@ -204,7 +214,16 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     assert run("sft", sft_rate=1e-4, reward={"eval_max_prompts_per_category": 8}) == [
         ("baseline", "sft"), ("align", sft_model), ("align", sft_model)]
     assert sorted(Path(e).name for e in evaluated) == ["eval-dr-irl", "eval-grpo-irl"]
-    assert run("none") == [("align", "some/policy"), ("align", "some/policy")]
+    assert run("none") == [("reward", None), ("align", "some/policy"), ("align", "some/policy")]
+    # With the warm start's samples as negatives, the SFT model is trained first, handed to the reward models, and a
+    # retrained one retrains them too.
+    sft_model = str(tmp_path / "neg" / "align-sft" / "model")
+    expected = [("baseline", "sft"), ("reward", sft_model), ("align", sft_model), ("align", sft_model)]
+    assert run("sft", name="neg", negatives="policy+warm_start") == expected
+    assert run("sft", name="neg", negatives="policy+warm_start", sft_rate=1e-4) == expected
+    with pytest.raises(ConfigError, match="policy\\+warm_start needs warm_start: sft"):
+        pipeline.load_pipeline_config(None, {"run": {"output": str(tmp_path / "x"),
+                                                     "reward_negatives": "policy+warm_start"}})
     with pytest.raises(ConfigError, match="warm_start must be one of none, sft"):
         pipeline.load_pipeline_config(None, {"run": {"output": str(tmp_path / "x"), "warm_start": "dpo"}})
 
@@ -255,5 +274,10 @@ def test_an_eval_only_reward_setting_reuses_the_trained_bundle(tmp_path):
     assert _bundle_matches(bundle, reward_config())
     assert _bundle_matches(bundle, reward_config(eval_max_prompts_per_category=8))  # evaluation only
     assert not _bundle_matches(bundle, reward_config(learning_rate=1e-3))
+    # Trained from another stage's output (the SFT model's samples): its hash at training time must match too.
+    assert not _bundle_matches(bundle, reward_config(), {"align-sft": "abc"})
+    (bundle.parent / "bundle_inputs.json").write_text(json.dumps({"align-sft": "abc"}))
+    assert _bundle_matches(bundle, reward_config(), {"align-sft": "abc"})
+    assert not _bundle_matches(bundle, reward_config(), {"align-sft": "abd"})
     with pytest.raises(ConfigError, match="eval_max_prompts_per_category must be >= 1"):
         reward_config(eval_max_prompts_per_category=0)

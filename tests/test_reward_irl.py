@@ -123,6 +123,38 @@ def test_config_validation():
         RewardTrainConfig(output="x", variant="init-demo", rounds=2)
     with pytest.raises(ValueError, match="warmup_ratio"):
         RewardTrainConfig(output="x", warmup_ratio=1.5)
+    with pytest.raises(ValueError, match="init-sft pairs each SFT sample"):
+        RewardTrainConfig(output="x", variant="init-sft", extra_negative_policy="y")
+
+
+def test_extra_negative_policy_adds_its_samples_as_negatives(tmp_path, tiny_lm_path, monkeypatch):
+    """Each prompt gets k negatives from the policy and k from the extra one, each paired with the demonstration."""
+    from tiny_models import build_causal_lm
+
+    from drirl.reward import irl
+    from drirl.reward.negatives import sample_negatives
+
+    other = build_causal_lm(tmp_path / "other-lm", seed=1)
+    data = write_data(tmp_path, train_per_category=2, test_per_category=0)
+    config = reward_config(tmp_path, tiny_lm_path, data, "rm", categories=["crime"], negatives_per_prompt=1,
+                           extra_negative_policy=str(other))
+    seen: list[list[dict]] = []
+    real_fit = irl.fit_reward_model
+    monkeypatch.setattr(irl, "fit_reward_model", lambda p, c, t, o, w: seen.append(p) or real_fit(p, c, t, o, w))
+    bundle = irl.train_reward_models(config)
+
+    examples = irl.load_training_examples(config)["crime"]
+    settings = config.generation_settings()
+    own = sample_negatives(str(tiny_lm_path), examples, settings, cache_root=config.negatives_cache)
+    extra = sample_negatives(str(other), examples, settings, cache_root=config.negatives_cache)
+    assert own != extra  # two different models: the test below could not tell them apart otherwise
+    expected = sorted((e.prompt, e.demonstration, bad) for e in examples for bad in own[e.id] + extra[e.id]
+                      if bad.strip() != e.demonstration.strip())
+    assert sorted((p["prompt"], p["chosen"], p["rejected"]) for p in seen[0]) == expected
+    assert len(expected) == 4
+    manifest = _manifest(bundle)
+    assert manifest["extra_negatives_sampled_from"] == str(other.resolve())
+    assert manifest["models"]["crime"]["metrics"]["train_pairs"] == 4
 
 
 def test_interrupted_run_resumes_from_partial(tmp_path, tiny_lm_path, monkeypatch):

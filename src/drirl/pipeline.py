@@ -29,7 +29,10 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("base", "sft", "dpo", "grpo", "grpo-irl", "dr-irl", "bon")
 STAGE_FILE = "stage.json"
+# Beside a reward bundle trained from another stage's output: that stage's hash at training time.
+BUNDLE_INPUTS_FILE = "bundle_inputs.json"
 WARM_STARTS = ("none", "sft")
+REWARD_NEGATIVES = ("policy", "policy+warm_start")
 GRPO_METHODS = ("grpo", "grpo-irl", "dr-irl")
 SECTIONS = ("run", "reward", "align", "eval", "sft", "dpo", "bon")
 
@@ -49,7 +52,13 @@ class RunConfig:
         "baseline's model, trained on the demonstrations' train split). METHOD.md leaves initialisation open; a "
         "small model rarely samples a refusal, so GRPO from it sees almost no reward contrast within a group, and "
         "the SFT start gives the rollouts the demonstrations' form first. The reward models still take their "
-        "negatives from the policy as is, and the report lists the sft model too so its own share shows."))
+        "negatives from the policy as is (see reward_negatives), and the report lists the sft model too so its "
+        "own share shows."))
+    reward_negatives: str = field(default="policy", metadata=help_field(
+        "Whose samples the DR-IRL reward models learn to score below the demonstrations: policy (the policy as is, "
+        "METHOD.md's reference policy) or policy+warm_start (also the SFT warm start's, the policy GRPO starts "
+        "from, so its failures, such as refusing a benign prompt that sounds dangerous, get a low reward). Needs "
+        "warm_start: sft; trains the SFT model before the reward models."))
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -57,6 +66,11 @@ class RunConfig:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}, got {self.warm_start!r}")
+        if self.reward_negatives not in REWARD_NEGATIVES:
+            raise ValueError(f"reward_negatives must be one of {', '.join(REWARD_NEGATIVES)}, "
+                             f"got {self.reward_negatives!r}")
+        if self.reward_negatives == "policy+warm_start" and self.warm_start != "sft":
+            raise ValueError("reward_negatives: policy+warm_start needs warm_start: sft")
 
 
 @dataclass
@@ -111,12 +125,14 @@ def section_config(cls: type, p: PipelineConfig, section: str, fixed: dict[str, 
         raise ConfigError(err.message, file=f"{COMMAND_LINE} (--set {section}.{err.key})") from None
 
 
-def _reward_config(p: PipelineConfig, output: str, *, per_category: bool, variant: str = "demo-vs-policy"):
+def _reward_config(p: PipelineConfig, output: str, *, per_category: bool, variant: str = "demo-vs-policy",
+                   extra_negative_policy: str | None = None):
     from drirl.reward.irl import RewardTrainConfig
 
     return section_config(RewardTrainConfig, p, "reward",
                           {"output": output, "policy": p.run.policy, "data": p.run.data, "seed": p.run.seed,
-                           "per_category": per_category, "variant": variant})
+                           "per_category": per_category, "variant": variant,
+                           "extra_negative_policy": extra_negative_policy})
 
 
 def _align_config(p: PipelineConfig, output: str, reward_models: str, scaling_mode: str,
@@ -206,18 +222,30 @@ def run_pipeline(config: PipelineConfig) -> Path:
     reward_plan = {"reward": (True, "demo-vs-policy", {"grpo-irl", "dr-irl"}),
                    "reward-single": (False, "demo-vs-policy", {"grpo"}),
                    "reward-init-sft": (True, "init-sft", {"bon"})}
+    warm = config.run.warm_start == "sft" and bool(needs & set(GRPO_METHODS))
+    # The SFT warm start's samples are negatives of the demonstration reward models: it is trained first.
+    sft_negatives = config.run.reward_negatives == "policy+warm_start" and bool(needs & {"grpo", "grpo-irl",
+                                                                                         "dr-irl"})
+    if "sft" in methods or "bon" in methods or warm or sft_negatives:
+        models["sft"] = _baseline(config, root, "sft", timings, hashes)
     for name, (per_category, variant, users) in reward_plan.items():
         if needs & users:
-            rc = _reward_config(config, str(root / name / "bundle"), per_category=per_category, variant=variant)
-            stage = Stage(root, name, config_to_dict(rc))
+            extra = models["sft"] if sft_negatives and variant == "demo-vs-policy" else None
+            rc = _reward_config(config, str(root / name / "bundle"), per_category=per_category, variant=variant,
+                                extra_negative_policy=extra)
+            inputs = {"align-sft": hashes["align-sft"]} if extra else {}
+            stage = Stage(root, name, {**_reward_settings(rc), **({"inputs": inputs} if inputs else {})})
 
-            def train(rc=rc):
+            def train(rc=rc, inputs=inputs):
                 from drirl.reward.evaluate import evaluate_bundle, plot_heatmap
                 from drirl.reward.irl import train_reward_models
 
                 bundle = Path(rc.output)
-                if not _bundle_matches(bundle, rc):  # a crash after training must not cost a retraining
+                # A crash after training must not cost a retraining; a retrained input (same path) must.
+                if not _bundle_matches(bundle, rc, inputs):
                     bundle = train_reward_models(rc)
+                    if inputs:
+                        atomic_write_json(bundle.parent / BUNDLE_INPUTS_FILE, inputs)
                 metrics = evaluate_bundle(bundle, data=rc.data,
                                           max_prompts_per_category=rc.eval_max_prompts_per_category)
                 plot_heatmap(metrics["cross_category"], metrics["categories"], bundle.parent / "heatmap.png")
@@ -233,9 +261,6 @@ def run_pipeline(config: PipelineConfig) -> Path:
         from drirl.models import resolve_model
 
         models["base"] = resolve_model(config.run.policy)
-    warm = config.run.warm_start == "sft" and bool(needs & set(GRPO_METHODS))
-    if "sft" in methods or "bon" in methods or warm:
-        models["sft"] = _baseline(config, root, "sft", timings, hashes)
     for method, bundle_name, scaling in (("grpo", "reward-single", "none"), ("grpo-irl", "reward", "none"),
                                          ("dr-irl", "reward", "both")):
         if method in methods:
@@ -295,20 +320,38 @@ def run_pipeline(config: PipelineConfig) -> Path:
 EVAL_ONLY_REWARD_FIELDS = ("eval_max_prompts_per_category",)
 
 
+# Fields added to RewardTrainConfig after runs were made: left out of a stage's settings while unset, so an
+# existing run folder keeps its hashes.
+OPTIONAL_REWARD_FIELDS = ("extra_negative_policy",)
+
+
+def _reward_settings(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config_to_dict(config).items() if not (k in OPTIONAL_REWARD_FIELDS and v is None)}
+
+
 def _training_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """A reward stage's settings without its eval-only fields: what the trained bundle depends on."""
-    return {k: v for k, v in settings.items() if k not in EVAL_ONLY_REWARD_FIELDS}
+    return {k: v for k, v in settings.items() if k not in EVAL_ONLY_REWARD_FIELDS
+            and not (k in OPTIONAL_REWARD_FIELDS and v is None)}
 
 
-def _bundle_matches(bundle: Path, config: Any) -> bool:
+def _bundle_matches(bundle: Path, config: Any, inputs: dict[str, str] | None = None) -> bool:
+    """Whether the bundle on disk was trained with ``config`` and, when given, from the stages hashed in ``inputs``."""
     manifest = bundle / "manifest.json"
     if not manifest.is_file():
         return False
+    if inputs:
+        stamp = bundle.parent / BUNDLE_INPUTS_FILE
+        try:
+            if not stamp.is_file() or json.loads(stamp.read_text()) != inputs:
+                return False
+        except ValueError:
+            return False
     try:
         trained = json.loads(manifest.read_text()).get("config") or {}
     except ValueError:
         return False
-    return _training_settings(trained) == _training_settings(config_to_dict(config))
+    return _training_settings(trained) == _training_settings(_reward_settings(config))
 
 
 def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float],

@@ -9,6 +9,10 @@ loss  −log σ(r(x, y⁺) − r(x, y⁻))  where, by variant:
 * ``init-sft`` (AfD): y⁺ a sample of the SFT policy, y⁻ a sample of the initial model, which keeps the
   demonstrator's *style* out of the reward (AfD's guard against reward hacking).
 
+``extra_negative_policy`` adds a second policy's samples as negatives for the demonstration variants: with a warm
+start, the policy GRPO starts from (the SFT model) is the "current policy" of ML-IRL, and its failures (refusing a
+benign prompt that sounds dangerous) are what the reward models must score below the demonstrations.
+
 The score head's logit is the reward; for a logistic discriminator that logit is AfD's log D − log(1 − D).
 With ``rounds`` K > 1 the min-max of ML-IRL is approximated by alternation: fit R, improve the policy against it
 with a short GRPO run, re-sample the negatives from the improved policy, fit again.
@@ -67,6 +71,10 @@ class RewardTrainConfig:
     policy_steps_per_round: int = field(default=10, metadata=help_field(
         "GRPO steps that improve the policy between two IRL rounds (rounds > 1)."))
     negatives_per_prompt: int = field(default=2, metadata=help_field("Policy samples (k) per prompt."))
+    extra_negative_policy: str | None = field(default=None, metadata=help_field(
+        "A second policy whose samples are negatives too (negatives_per_prompt from each), e.g. the SFT model GRPO "
+        "starts from; not with init-sft, which pairs its samples one to one. `drirl run` sets it to the SFT warm "
+        "start with run.reward_negatives: policy+warm_start."))
     max_prompts_per_category: int | None = field(default=None, metadata=help_field(
         "Cap on training prompts per category (deterministic by seed); default: all."))
     eval_max_prompts_per_category: int | None = field(default=None, metadata=help_field(
@@ -120,6 +128,9 @@ class RewardTrainConfig:
         for name in ("max_prompts_per_category", "eval_max_prompts_per_category"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or null for all), got {getattr(self, name)}")
+        if self.extra_negative_policy and self.variant == "init-sft":
+            raise ValueError("extra_negative_policy needs a demonstration variant: init-sft pairs each SFT sample "
+                             "with one initial-model sample")
         if self.variant == "init-demo" and self.rounds > 1:
             raise ValueError("variant 'init-demo' always samples the initial model: rounds > 1 changes nothing")
         if self.variant not in VARIANTS:
@@ -364,8 +375,9 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
     work = output.with_name(output.name + ".partial")
     grouped = load_training_examples(config)
     # Every model reference must resolve before <output>.partial is created: a typo leaves nothing behind.
-    for reference in dict.fromkeys((config.policy, config.backbone_ref)):
-        resolve_model(reference)
+    for reference in dict.fromkeys((config.policy, config.backbone_ref, config.extra_negative_policy)):
+        if reference:
+            resolve_model(reference)
     all_examples = [e for items in grouped.values() for e in items]
     _prepare_work_dir(work, config, sha256_json([e.to_dict() for e in all_examples])[:16])
     remove_temporaries(work)  # what a killed run was writing when it died
@@ -386,6 +398,10 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
                    "init-sft": config.policy}[config.variant]
         negatives = sample_negatives(sampler, all_examples, settings, cache_root=config.negatives_cache,
                                      system_prompt=config.system_prompt)
+        if config.extra_negative_policy:
+            extra = sample_negatives(config.extra_negative_policy, all_examples, settings,
+                                     cache_root=config.negatives_cache, system_prompt=config.system_prompt)
+            negatives = {key: samples + extra.get(key, []) for key, samples in negatives.items()}
         positives = None
         if config.variant == "init-sft":
             positives = sample_negatives(positive_policy, all_examples, settings, cache_root=config.negatives_cache,
@@ -438,6 +454,8 @@ def _write_bundle_manifest(folder: Path, config: RewardTrainConfig, groups: dict
         "backbone": _model_ref_for_manifest(config.backbone_ref),
         "policy": _model_ref_for_manifest(config.policy),
         "negatives_sampled_from": _model_ref_for_manifest(sampled_from) if sampled_from else None,
+        "extra_negatives_sampled_from": (_model_ref_for_manifest(config.extra_negative_policy)
+                                         if config.extra_negative_policy else None),
         "mode": config.mode,
         "variant": config.variant,
         "per_category": config.per_category,
