@@ -224,9 +224,8 @@ def run_pipeline(config: PipelineConfig) -> Path:
                    "reward-init-sft": (True, "init-sft", {"bon"})}
     warm = config.run.warm_start == "sft" and bool(needs & set(GRPO_METHODS))
     # The SFT warm start's samples are negatives of the demonstration reward models: it is trained first.
-    sft_negatives = config.run.reward_negatives == "policy+warm_start" and bool(needs & {"grpo", "grpo-irl",
-                                                                                         "dr-irl"})
-    if "sft" in methods or "bon" in methods or warm or sft_negatives:
+    sft_negatives = warm and config.run.reward_negatives == "policy+warm_start"
+    if "sft" in methods or "bon" in methods or warm:
         models["sft"] = _baseline(config, root, "sft", timings, hashes)
     for name, (per_category, variant, users) in reward_plan.items():
         if needs & users:
