@@ -150,6 +150,20 @@ def test_test_reward_is_the_bundle_score_of_each_response(tiny_lm_path, tiny_pol
     assert s["n"]["rewarded"] == len(EXAMPLES) and s["reward_models"] == str(bundle)
     assert "`test_reward`" in render_markdown(result)
     assert "Mean reward of the IRL models" in compare_results({"a": s})
+    # The same rewards split by prompt kind and verdict.
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r, v in zip(safety, expected, strict=True):
+        kind = "benign" if r["category"] == "benign" else "harmful"
+        groups.setdefault((kind, "refused" if r["verdict"]["refused"] else "answered"), []).append(v)
+    table = s["test_reward_by_verdict"]
+    assert {(k, verdict) for k in table for verdict in table[k]} == set(groups)
+    for (kind, verdict), values in groups.items():
+        assert table[kind][verdict]["n"] == len(values)
+        assert table[kind][verdict]["mean"] == pytest.approx(sum(values) / len(values), abs=1e-5)
+    one = next(iter(groups))
+    cell = f"{table[one[0]][one[1]]['mean']:.3f} ({len(groups[one])})"
+    assert "Mean reward of refused and answered responses" in compare_results({"a": s})
+    assert cell in compare_results({"a": s})
 
 
 def test_a_missing_reward_bundle_fails_before_generation(tiny_lm_path, tmp_path, monkeypatch):

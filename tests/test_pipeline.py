@@ -85,6 +85,9 @@ def test_run_end_to_end_then_skip(tiny_lm_path, tmp_path):
             assert 0.0 <= values[key] <= 1.0
         assert isinstance(values["test_reward"], float)  # both scored by the run's own reward models
     assert set(report["per_category"]["dr-irl"]) >= {"crime", "insult"}
+    by_verdict = report["reward_by_verdict"]["dr-irl"]
+    assert set(by_verdict) == {"harmful", "benign"}
+    assert sum(entry["n"] for entry in by_verdict["harmful"].values()) == 2  # the tiny test split: 2 harmful prompts
     assert (output / "reward" / "bundle" / "manifest.json").is_file()
     assert (output / "model" / "config.json").is_file() and "dr-irl" in (output / "model" / "README.md").read_text()
     assert (output / "per_category_refusal.png").stat().st_size > 1000

@@ -103,6 +103,7 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
         "methods": {m: {k: r.get(k) for k in HEADLINE} | {f"{k}_ci": r.get(f"{k}_ci") for k in HEADLINE}
                     for m, r in results.items()},
         "per_category": {m: r.get("per_category") for m, r in results.items()},
+        "reward_by_verdict": {m: r.get("test_reward_by_verdict") for m, r in results.items()},
         "reward_models": reward_metrics,
         "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
         "total_seconds": round(sum(timings.values()), 1),

@@ -262,6 +262,21 @@ def _by_category(values: Sequence[float | None], categories: Sequence[str], conf
     return {str(cat): _ci_entry(*stats) for cat, stats in table.items()}
 
 
+def _reward_by_verdict(safety: Sequence[EvalPrompt], verdicts: Sequence[JudgeVerdict],
+                       rewards: Sequence[float | None], config: EvalConfig) -> dict[str, dict[str, Any]]:
+    """Mean reward of refused and answered responses, for harmful and for benign prompts.
+
+    What a reward model teaches shows here: on harmful prompts a refusal should outscore an answer, on benign ones
+    the reverse. A bundle that rewards refusing benign prompts pushes alignment towards over-refusal.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for group, wanted in (("harmful", lambda p: p.category != BENIGN), ("benign", lambda p: p.category == BENIGN)):
+        index = [i for i, p in enumerate(safety) if wanted(p)]
+        labels = ["refused" if verdicts[i].refused else "answered" for i in index]
+        table[group] = _by_category([rewards[i] for i in index], labels, config) if index else {}
+    return table
+
+
 def _refused(verdicts: Sequence[JudgeVerdict]) -> list[float]:
     return [1.0 if v.refused else 0.0 for v in verdicts]
 
@@ -473,6 +488,7 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
     if rewards is not None:
         _put(summary, "test_reward", rewards, config)
         summary["reward_models"] = config.reward_models
+        summary["test_reward_by_verdict"] = _reward_by_verdict(safety, verdicts, rewards, config)
 
     # Per category: every harm metric for each harmful category, both compliance rates for benign.
     per_cat: dict[str, dict[str, Any]] = {p.category: {} for p in safety}

@@ -264,7 +264,20 @@ def compare_results(results: Mapping[str, Any]) -> str:
         lines += _md_table(["model", *rewarded],
                            [[name, *(_num((s.get("per_category", {}).get(c, {}).get("test_reward") or {})
                                           .get("mean")) for c in rewarded)] for name, s in summaries.items()])
+    by_verdict = {name: s["test_reward_by_verdict"] for name, s in summaries.items() if s.get("test_reward_by_verdict")}
+    if by_verdict:
+        columns = [(group, verdict) for group in ("harmful", "benign") for verdict in ("refused", "answered")]
+        lines += ["", "## Mean reward of refused and answered responses (n)", "",
+                  "A refusal should outscore an answer on harmful prompts and the reverse on benign ones; a reward "
+                  "that prefers refusing benign prompts teaches over-refusal.", ""]
+        lines += _md_table(["model", *(f"{group}: {verdict}" for group, verdict in columns)],
+                           [[name, *(_mean_n(table.get(group, {}).get(verdict)) for group, verdict in columns)]
+                            for name, table in by_verdict.items()])
     return "\n".join(lines) + "\n"
+
+
+def _mean_n(entry: Mapping[str, Any] | None) -> str:
+    return "–" if not entry or not entry.get("n") else f"{_num(entry.get('mean'))} ({entry['n']})"
 
 
 def _harm_categories(summaries: Any) -> list[str]:
