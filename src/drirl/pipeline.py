@@ -57,8 +57,8 @@ class RunConfig:
     reward_negatives: str = field(default="policy", metadata=help_field(
         "Whose samples the DR-IRL reward models learn to score below the demonstrations: policy (the policy as is, "
         "METHOD.md's reference policy) or policy+warm_start (also the SFT warm start's, the policy GRPO starts "
-        "from, so its failures, such as refusing a benign prompt that sounds dangerous, get a low reward). Needs "
-        "warm_start: sft; trains the SFT model before the reward models."))
+        "from, so its failures on the training prompts get a low reward; docs/results/over-refusal.md measures "
+        "it). Needs warm_start: sft; trains the SFT model before the reward models."))
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]

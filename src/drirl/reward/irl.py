@@ -10,8 +10,9 @@ loss  −log σ(r(x, y⁺) − r(x, y⁻))  where, by variant:
   demonstrator's *style* out of the reward (AfD's guard against reward hacking).
 
 ``extra_negative_policy`` adds a second policy's samples as negatives for the demonstration variants: with a warm
-start, the policy GRPO starts from (the SFT model) is the "current policy" of ML-IRL, and its failures (refusing a
-benign prompt that sounds dangerous) are what the reward models must score below the demonstrations.
+start, the policy GRPO starts from (the SFT model) is the "current policy" of ML-IRL, so its failures on the
+training prompts are scored below the demonstrations too. (Measured on the demo: those failures are mostly answers
+to harmful prompts; it fits the benign training prompts, so it adds no refused benign prompt.)
 
 The score head's logit is the reward; for a logistic discriminator that logit is AfD's log D − log(1 − D).
 With ``rounds`` K > 1 the min-max of ML-IRL is approximated by alternation: fit R, improve the policy against it
