@@ -56,6 +56,10 @@ class Ctx:
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
         return str(path)
 
+    def pipeline_yaml(self, rest: str = "") -> str:
+        """p.yaml for `drirl run` with run.output set to ./out, then ``rest``."""
+        return self.write("p.yaml", f"run:\n  output: {self.path('out')}\n{rest}")
+
     def good_data(self) -> str:
         return self.write("good.jsonl", _line() + "\n" + _line(id="benign-1", prompt="What is 2+2?",
                                                                 category="benign", demonstration="4.") + "\n")
@@ -387,29 +391,29 @@ CASES: list[Case] = [
          lambda c: ["run", c.write("p.yaml", "run:\n  output: out\nalign: {max_steps: 2\n")],
          2, "p.yaml: invalid YAML at line 4"),
     Case("run-unknown-section", "run", "unknown section",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\nrewards: {{}}\n")],
+         lambda c: ["run", c.pipeline_yaml("rewards: {}\n")],
          2, "key 'rewards': unknown section(s); expected run, reward, align, eval", ("out",)),
     Case("run-wrong-type", "run", 'align.max_steps: "ten"',
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\nalign:\n  max_steps: ten\n")],
+         lambda c: ["run", c.pipeline_yaml("align:\n  max_steps: ten\n")],
          2, "p.yaml [align], key 'max_steps': wrong type: expected an integer, got 'ten'", ("out",)),
     Case("run-nan-lr", "run", "reward.learning_rate: .nan",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\nreward:\n  learning_rate: .nan\n")],
+         lambda c: ["run", c.pipeline_yaml("reward:\n  learning_rate: .nan\n")],
          2, "p.yaml [reward], key 'learning_rate': invalid value: expected a finite number, got nan", ("out",)),
     Case("run-set-nan", "run", "--set align.learning_rate=.nan",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\n"), "--set",
+         lambda c: ["run", c.pipeline_yaml(), "--set",
                     "align.learning_rate=.nan"],
          2, "command line (--set align.learning_rate): invalid value: expected a finite number, got nan", ("out",)),
     Case("run-set-malformed", "run", "--set align.max_steps (no =)",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\n"), "--set", "align.max_steps"],
+         lambda c: ["run", c.pipeline_yaml(), "--set", "align.max_steps"],
          2, "--set expects SECTION.KEY=VALUE, got 'align.max_steps'", ("out",)),
     Case("run-sft-unknown-key", "run", "sft.epochs (not a field; checked before any stage runs)",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\nsft:\n  epochs: 2\n")],
+         lambda c: ["run", c.pipeline_yaml("sft:\n  epochs: 2\n")],
          2, "p.yaml [sft], key 'epochs': unknown key for SFTBaselineConfig", ("out",)),
     Case("run-bon-zero", "run", "bon.n: 0",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\nbon:\n  n: 0\n")],
+         lambda c: ["run", c.pipeline_yaml("bon:\n  n: 0\n")],
          2, "p.yaml [bon]: n must be >= 1, got 0", ("out",)),
     Case("run-unknown-method", "run", "methods: [base, magic]",
-         lambda c: ["run", c.write("p.yaml", f"run:\n  output: {c.path('out')}\n  methods: [base, magic]\n")],
+         lambda c: ["run", c.pipeline_yaml("  methods: [base, magic]\n")],
          2, "unknown method(s) magic", ("out",)),
     Case("run-missing-output", "run", "no run.output",
          lambda c: ["run", c.write("p.yaml", "run:\n  seed: 1\n")], 2, "key 'output': missing required field"),

@@ -336,21 +336,21 @@ def _training_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def _bundle_matches(bundle: Path, config: Any, inputs: dict[str, str] | None = None) -> bool:
     """Whether the bundle on disk was trained with ``config`` and, when given, from the stages hashed in ``inputs``."""
-    manifest = bundle / "manifest.json"
-    if not manifest.is_file():
+    manifest = _read_json(bundle / "manifest.json")
+    if not isinstance(manifest, dict):
         return False
-    if inputs:
-        stamp = bundle.parent / BUNDLE_INPUTS_FILE
-        try:
-            if not stamp.is_file() or json.loads(stamp.read_text()) != inputs:
-                return False
-        except ValueError:
-            return False
+    if inputs and _read_json(bundle.parent / BUNDLE_INPUTS_FILE) != inputs:
+        return False
+    trained = manifest.get("config") or {}
+    return _training_settings(trained) == _training_settings(config_to_dict(config))
+
+
+def _read_json(path: Path) -> Any:
+    """The file's JSON value; None when it is missing or not JSON (a write a killed run did not finish)."""
     try:
-        trained = json.loads(manifest.read_text()).get("config") or {}
-    except ValueError:
-        return False
-    return _training_settings(trained) == _training_settings(_reward_settings(config))
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float],
