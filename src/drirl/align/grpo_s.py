@@ -56,6 +56,9 @@ class GRPOSConfig(GRPOConfig):
     text_encoder: str = field(default="minilm", metadata={
         "help": "Sentence-transformers model Φ for α^D (folder, id, or the bundled alias 'minilm')."})
     encoder_batch_size: int = field(default=64, metadata={"help": "Sentences per encoder call."})
+    compile_generation: bool = field(default=False, metadata={
+        "help": "Compile the decoding step of rollouts with torch.compile (with cache_implementation='static'); "
+                "TRL turns compilation off in its generation config."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,6 +134,9 @@ class GRPOSTrainer(GRPOTrainer):
 
                 text_encoder = load_text_encoder(config.text_encoder, device=str(self.accelerator.device))
             self._hardness = HardnessEncoder(text_encoder, config.encoder_batch_size)
+        if config.compile_generation and getattr(self, "generation_config", None) is not None:
+            # TRL builds its GenerationConfig with disable_compile=True; a static cache then runs eagerly.
+            self.generation_config.disable_compile = False
         self._demo_reward_cache: dict[str, float] = {}
         self._pending_scaling = None
         self.last_scaling = None  # the latest GroupScaling, for tests and callbacks
