@@ -177,8 +177,8 @@ def section_align(args: argparse.Namespace, backend: str, checks: list[Check], d
     checks.append(Check("align", f"drirl reward train ({args.rm_prompts} prompts/category), s", f"{rm_seconds:.1f}"))
     output = work / "policy"
     started = time.perf_counter()
-    code = drirl(["--log-level", "WARNING", "align", "--policy", args.model, "--reward_models", str(bundle), "--output", str(output),
-                  "--max_steps", str(args.align_steps), "--bf16", args.bf16,
+    code = drirl(["--log-level", "WARNING", "align", "--policy", args.model, "--reward_models", str(bundle),
+                  "--output", str(output), "--max_steps", str(args.align_steps), "--bf16", args.bf16,
                   "--per_device_train_batch_size", str(args.prompts * args.generations),
                   "--num_generations", str(args.generations), "--max_completion_length", str(args.max_new_tokens),
                   "--rollout_backend", backend, "--text_encoder", args.text_encoder, "--save_steps", "1000",
@@ -192,8 +192,8 @@ def section_align(args: argparse.Namespace, backend: str, checks: list[Check], d
     steps = record.get("steps") or args.align_steps
     checks.append(Check("align", f"drirl align, {steps} steps, bf16 {args.bf16}, {backend}: train s (s/step)",
                         f"{record['train_seconds']:.1f} ({record['train_seconds'] / steps:.2f})"))
-    checks.append(Check("align", "reward first → last step",
-                        f"{record.get('reward_first', float('nan')):.3f} → {record.get('reward_last', float('nan')):.3f}"))
+    first, last = record.get("reward_first", float("nan")), record.get("reward_last", float("nan"))
+    checks.append(Check("align", "reward first → last step", f"{first:.3f} → {last:.3f}"))
 
 
 # ------------------------------------------------------------------------------------------------ main
