@@ -96,6 +96,24 @@ def test_resolver_local_folder_and_errors(tiny_lm_path, tmp_path):
     assert resolve_model("org/some-model") == "org/some-model"  # a hub id passes through to from_pretrained
 
 
+def test_resolver_names_the_model_inside_a_run_folder(tiny_lm_path, tmp_path):
+    run = tmp_path / "policy"
+    shutil.copytree(tiny_lm_path, run / "model")
+    with pytest.raises(ModelError, match=rf"not a transformers model folder; the model is in {run / 'model'}$"):
+        resolve_model(str(run))
+
+
+def test_interrupt_says_how_to_resume(monkeypatch, capsys):
+    from drirl import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_models_prepare", interrupted)
+    assert cli.main(["models", "prepare"]) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+
+
 def test_pickle_weights_refused(tiny_lm_path, tmp_path):
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_lm_path, folder)

@@ -22,7 +22,7 @@ The pipeline (see the README):
   drirl data stats                       # the bundled 7-category demonstration set
   drirl reward train --output runs/rm    # one reward model per category, by inverse RL
   drirl align --reward_models runs/rm --output runs/policy   # GRPO with dynamic reward scaling
-  drirl eval runs/policy                 # refusal, over-refusal, usefulness
+  drirl eval runs/policy/model           # refusal, over-refusal, usefulness
   drirl run configs/demo.yaml            # all of it, resumable
   drirl demo                             # the embedded default: SmolLM2 on the CPU, no network
 """
@@ -56,6 +56,20 @@ def _register_models(subparsers: argparse._SubParsersAction) -> None:
     prepare.set_defaults(handler=_models_prepare)
 
 
+def quiet_dependencies() -> None:
+    """Hide what the libraries underneath print for their own maintainers (deprecation and future warnings,
+    weight-loading reports and bars); ``--log-level DEBUG`` shows them again."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=".*(deprecated|will be removed).*")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "trl", "peft", "accelerate", "datasets", "sentence_transformers", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drirl", formatter_class=HelpFormatter,
@@ -87,13 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.log_level != "DEBUG":
+        quiet_dependencies()
     try:
         return int(args.handler(args) or 0)
     except DrirlError as err:
         print(f"drirl: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("drirl: interrupted", file=sys.stderr)
+        print("drirl: interrupted; rerun the same command to resume (finished stages and checkpoints are kept)",
+              file=sys.stderr)
         return 130
 
 

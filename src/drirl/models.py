@@ -129,7 +129,9 @@ def resolve_model(reference: str) -> str:
         if not path.is_dir():
             raise ModelError(f"model path {path} is a file; give the folder that holds config.json")
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise ModelError(f"{path} has no config.json: not a transformers model folder")
+            inside = [p for p in (path / "model", path / "bundle") if (p / "config.json").is_file()]
+            hint = f"; the model is in {inside[0]}" if inside else ""
+            raise ModelError(f"{path} has no config.json: not a transformers model folder{hint}")
         return str(path.resolve())
     if _HUB_ID.match(reference) and not reference.startswith((".", "/", "~")):
         return reference
