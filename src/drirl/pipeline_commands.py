@@ -14,6 +14,7 @@ examples:
   drirl run configs/compare_all.yaml
   drirl run configs/demo.yaml --set run.output=runs/mine --set align.max_steps=50
   drirl run configs/demo.yaml        # again after a crash: finished stages are skipped, alignment resumes
+  drirl run configs/demo.yaml --plan # each stage, reused or not, and its settings; runs nothing
 """
 DEMO_EXAMPLE = """\
 example:
@@ -40,9 +41,12 @@ def _parse_sets(values: list[str]) -> dict[str, dict]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from drirl.pipeline import load_pipeline_config, run_pipeline
+    from drirl.pipeline import format_plan, load_pipeline_config, plan_pipeline, run_pipeline
 
     config = load_pipeline_config(args.config, _parse_sets(args.set))
+    if args.plan:
+        print(format_plan(config, plan_pipeline(config)), end="")
+        return 0
     root = run_pipeline(config)
     print(root / "report.md")
     return 0
@@ -65,14 +69,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="the whole pipeline from one YAML file, resumable",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Data → reward models → alignment → evaluation → report. The YAML file has a `run:` section "
-                    "(output, policy, data, methods, seed) and one section per stage (`reward:`, `align:`, `eval:`, "
-                    "`sft:`, `dpo:`, `bon:`) holding that stage's config fields. Each stage writes its own folder "
-                    "with a stage.json; finished stages are skipped on a rerun and alignment resumes from its last "
-                    "checkpoint. Ends with report.md / report.json and plots.",
+                    "(output, policy, data, methods, custom_methods, seeds) and one section per stage (`reward:`, "
+                    "`align:`, `eval:`, `sft:`, `dpo:`, `bon:`) holding that stage's config fields. Each stage "
+                    "writes its own folder with a stage.json; finished stages are skipped on a rerun and alignment "
+                    "resumes from its last checkpoint when that checkpoint was written with the same settings. "
+                    "Ends with report.md / report.json and plots.",
         epilog=RUN_EXAMPLE)
     run.add_argument("config", help="pipeline YAML file")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one field, e.g. --set align.max_steps=50 (repeatable)")
+    run.add_argument("--plan", action="store_true",
+                     help="print each stage, whether it will be reused (its stage.json matches) and its resolved "
+                          "settings that differ from the defaults; run nothing")
     run.set_defaults(handler=_run)
 
     demo = subparsers.add_parser(
