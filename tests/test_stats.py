@@ -4,8 +4,15 @@ import math
 
 import pytest
 
-from drirl.eval.stats import (aligned_outcomes, is_binary, mcnemar_exact, paired_bootstrap_difference,
-                              paired_comparison, seed_summary, wilson_interval)
+from drirl.eval.stats import (
+    aligned_outcomes,
+    is_binary,
+    mcnemar_exact,
+    paired_bootstrap_difference,
+    paired_comparison,
+    seed_summary,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_hand_computed():

@@ -51,7 +51,7 @@ class Method:
 
     ``kind``: base (the policy as is), sft, dpo, grpo (GRPO / GRPO-S on reward models) or bon (Best-of-N from the SFT
     model). ``fixed``: section -> key -> value. ``reward_source`` (grpo kind): ``bundle`` (the run's own IRL reward
-    models) or ``external`` (``align.external_reward_model``, one sequence classifier for every prompt).
+    models) or ``external`` (``run.external_reward_model``, one sequence classifier for every prompt).
     """
 
     name: str
@@ -92,9 +92,9 @@ BUILTIN_METHODS: dict[str, Method] = {m.name: m for m in (
            _bundle_rl(True, scaling_mode="both", scaling_combine="sum"), "bundle"),
     Method("dr-irl-single", "grpo", "ablation: GRPO-S with one reward model instead of one per category",
            _bundle_rl(False, **_PRODUCT), "bundle"),
-    Method("grpo-external", "grpo", "GRPO on an external reward model (align.external_reward_model), no scaling",
+    Method("grpo-external", "grpo", "GRPO on an external reward model (run.external_reward_model), no scaling",
            {"align": {"reward_models": None, "scaling_mode": "none"}}, "external"),
-    Method("dr-irl-external", "grpo", "GRPO-S on an external reward model (align.external_reward_model)",
+    Method("dr-irl-external", "grpo", "GRPO-S on an external reward model (run.external_reward_model)",
            {"align": {"reward_models": None, **_PRODUCT}}, "external"),
     Method("bon", "bon", "AfD: Best-of-N from the SFT model, scored by an init-sft reward model",
            {"reward": {"per_category": True, "variant": "init-sft"}}),
@@ -157,7 +157,10 @@ class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["base", "dr-irl"], metadata=help_field(
         f"Methods to train and compare: {', '.join(METHODS)}, or a name of custom_methods. The dr-irl-* methods are "
         "the paper's ablations (α^D only, α^M only, sum instead of product, one reward model); the *-external ones "
-        "use align.external_reward_model instead of the IRL models."))
+        "use run.external_reward_model instead of the IRL models."))
+    external_reward_model: str | None = field(default=None, metadata=help_field(
+        "The reward model of grpo-external and dr-irl-external: one sequence-classification model (a folder or hub "
+        "id) scoring every prompt, the paper's external-reward ablation."))
     custom_methods: dict[str, Any] = field(default_factory=dict, metadata=help_field(
         "More methods: {name: {extends: METHOD, align: {...}, reward: {...}, dpo: {...}}}; each takes the method it "
         "extends and overrides the settings it fixes, e.g. {dr-irl-k4: {extends: dr-irl, align: {scaling_mode: "
@@ -241,10 +244,13 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
         if method.kind == "grpo":
             if method.reward_source == "bundle":
                 _reward_config(pipeline, "check", method)
-            elif not pipeline.sections["align"].get("external_reward_model") and not method.fixed_in("align").get(
-                    "external_reward_model"):
-                raise ConfigError(f"method {name} needs align.external_reward_model (a sequence-classification "
-                                  "reward model)", file=source, key="align.external_reward_model")
+            elif "external_reward_model" in pipeline.sections["align"]:
+                raise ConfigError(f"method {name} reads run.external_reward_model (one setting for every method "
+                                  "that uses it); move align.external_reward_model there", file=source,
+                                  key="align.external_reward_model")
+            elif not pipeline.run.external_reward_model:
+                raise ConfigError(f"method {name} needs run.external_reward_model (a sequence-classification "
+                                  "reward model)", file=source, key="run.external_reward_model")
             _align_config(pipeline, "check", method, "check" if method.reward_source == "bundle" else None)
         elif method.kind == "bon":
             _reward_config(pipeline, "check", method)
@@ -328,6 +334,8 @@ def _align_config(p: PipelineConfig, output: str, method: Method, reward_models:
              "seed": p.run.seed if seed is None else seed, **method.fixed_in("align")}
     if method.reward_source == "bundle":
         fixed["reward_models"] = reward_models
+    elif method.reward_source == "external":
+        fixed["external_reward_model"] = p.run.external_reward_model
     return section_config(AlignConfig, p, "align", fixed, method=method)
 
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["PairedComparison", "SeedSummary", "aligned_outcomes", "is_binary", "mcnemar_exact", "paired_bootstrap_difference",
-           "paired_comparison", "seed_summary", "wilson_interval"]
+__all__ = ["PairedComparison", "SeedSummary", "aligned_outcomes", "is_binary", "mcnemar_exact",
+           "paired_bootstrap_difference", "paired_comparison", "seed_summary", "wilson_interval"]
 
 
 def _z(confidence: float) -> float:
