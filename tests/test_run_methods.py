@@ -246,3 +246,24 @@ def test_plan_prints_stages_reuse_and_settings_without_running(tmp_path, fake_st
     out = capsys.readouterr().out
     assert "reward: reuse" in out and "align-dr-irl-k: run (settings changed: " in out
     assert "eval-dr-irl-k: run (settings changed: " in out and "eval-base: reuse" in out
+
+
+def test_best_of_n_gate_scores_sft_samples_with_the_runs_reward_models(tmp_path, fake_stages, monkeypatch):
+    import drirl.align.baselines as baselines
+    import drirl.report as report
+    from drirl.pipeline import run_pipeline
+
+    responders = []
+    monkeypatch.setattr(baselines.BestOfNResponder, "from_paths",
+                        staticmethod(lambda model, bundle, config: responders.append((model, bundle, config.n))))
+    seen = {}
+    monkeypatch.setattr(report, "write_report", lambda root, config, results, *a, runs=None: seen.update(runs))
+    config = _load(tmp_path, {"methods": ["base", "dr-irl"], "best_of_n_gate": 8, "warm_start": "sft"},
+                   bon={"n": 4})  # the bon method's own n does not touch the gate's
+    root = run_pipeline(config)
+    assert responders == [(str(root / "align-sft" / "model"), str(root / "reward" / "bundle"), 8)]
+    assert sorted(Path(ec.output).name for ec in fake_stages["eval"]) == [
+        "eval-base", "eval-dr-irl", "eval-sft", "eval-sft-best-of-8"]
+    assert ("sft-best-of-8", "sft") in seen["pairs"] and len(fake_stages["reward"]) == 1  # one bundle serves both
+    with pytest.raises(ConfigError, match="best_of_n_gate must be at least 2"):
+        _load(tmp_path, {"best_of_n_gate": 1})

@@ -173,6 +173,11 @@ class RunConfig:
         "trained and evaluated once per seed, and the report gives mean ± sd over seeds with intervals that "
         "include the seed variance. The first seed keeps the folder names of a one-seed run (align-dr-irl), the "
         "others go to a seed-N folder inside (align-dr-irl/seed-1). Empty: [seed]."))
+    best_of_n_gate: int | None = field(default=None, metadata=help_field(
+        "N of a cheap gate before RL: the SFT model's best of N samples, picked by the run's category reward "
+        "models, evaluated beside greedy SFT (methods sft-best-of-N and sft; the report compares them). If picking "
+        "the best of N by the reward does not raise refusal while keeping borderline compliance, GRPO on that "
+        "reward will not either. Off when unset."))
     warm_start: str = field(default="none", metadata=help_field(
         "Where the GRPO methods start: none (the policy as is) or sft (the `sft` "
         "baseline's model, trained on the demonstrations' train split). METHOD.md leaves initialisation open; a "
@@ -198,6 +203,8 @@ class RunConfig:
                              f"got {self.reward_negatives!r}")
         if self.reward_negatives == "policy+warm_start" and self.warm_start != "sft":
             raise ValueError("reward_negatives: policy+warm_start needs warm_start: sft")
+        if self.best_of_n_gate is not None and self.best_of_n_gate < 2:
+            raise ValueError(f"best_of_n_gate must be at least 2 (or unset), got {self.best_of_n_gate}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
 
@@ -206,8 +213,27 @@ class RunConfig:
         return list(self.seeds) or [self.seed]
 
     @property
+    def gate_method(self) -> str | None:
+        return f"sft-best-of-{self.best_of_n_gate}" if self.best_of_n_gate else None
+
+    @property
     def registry(self) -> dict[str, Method]:
-        return resolve_methods(self.custom_methods)
+        methods = resolve_methods(self.custom_methods)
+        if self.best_of_n_gate:
+            # The gate is Best-of-N from the SFT model under the run's own category reward models.
+            fixed = {"reward": {"per_category": True, "variant": DEMO_VARIANT}, "bon": {"n": self.best_of_n_gate}}
+            methods[self.gate_method] = Method(
+                self.gate_method, "bon", f"the gate before RL: the best of {self.best_of_n_gate} SFT samples by the "
+                "run's category reward models", fixed, overrides=fixed)
+        return methods
+
+    @property
+    def all_methods(self) -> list[str]:
+        """run.methods, then what the Best-of-N gate adds (greedy sft, and the gate itself)."""
+        names = list(dict.fromkeys(self.methods))
+        if self.best_of_n_gate:
+            names += [m for m in ("sft", self.gate_method) if m not in names]
+        return names
 
 
 @dataclass
@@ -238,7 +264,7 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
     # Validate every section as each method will use it now, so a typo or a contradiction fails in a second rather
     # than after an hour of training.
     registry = pipeline.run.registry
-    for name in dict.fromkeys(pipeline.run.methods):
+    for name in pipeline.run.all_methods:
         method = registry[name]
         check_fixed_settings(pipeline, method)
         if method.kind == "grpo":
@@ -481,7 +507,7 @@ def plan_pipeline(config: PipelineConfig) -> RunPlan:
     root = Path(config.run.output)
     plan = RunPlan(root)
     registry = config.run.registry
-    methods = [registry[name] for name in dict.fromkeys(config.run.methods)]
+    methods = [registry[name] for name in config.run.all_methods]
     for seed in config.run.all_seeds:
         _plan_seed(config, plan, methods, seed)
     return plan
@@ -645,7 +671,7 @@ def run_pipeline(config: PipelineConfig) -> Path:
         plan.outputs[planned.stage.name] = _run_stage(planned.stage, planned.work, timings)
 
     seeds = config.run.all_seeds
-    methods = list(dict.fromkeys(config.run.methods))
+    methods = config.run.all_methods
     results = {m: json.loads((Path(plan.evals[(m, seeds[0])]) / "eval.json").read_text()) for m in methods}
     from drirl.report import write_report
 
@@ -664,7 +690,7 @@ def _runs(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
     """What the report needs beyond the first seed: eval folders per method and seed, the comparisons to make, and
     each method's resolved settings."""
     registry = config.run.registry
-    methods = list(dict.fromkeys(config.run.methods))
+    methods = config.run.all_methods
     return {"seeds": config.run.all_seeds,
             "evals": {m: {s: d for (mm, s), d in plan.evals.items() if mm == m} for m in methods},
             "pairs": comparison_pairs(methods, registry, config.run.warm_start == "sft"),
@@ -689,6 +715,9 @@ def comparison_pairs(methods: list[str], registry: Mapping[str, Method], warm: b
             add(m, "sft")
     for a, b in (("grpo-irl", "grpo"), ("dr-irl", "grpo"), ("dr-irl", "grpo-irl"), ("dpo-s", "dpo")):
         add(a, b)
+    for m in methods:
+        if m.startswith("sft-best-of-"):
+            add(m, "sft")
     for m in methods:
         method = registry[m]
         if method.extends:
@@ -746,7 +775,7 @@ def run_record(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
     """config.json: what the user asked for (``requested``), and per method and seed the resolved settings of every
     stage that produced its model and its evaluation (``methods``) — the settings that actually ran."""
     registry = config.run.registry
-    methods = list(dict.fromkeys(config.run.methods))
+    methods = config.run.all_methods
     return {"run": config_to_dict(config.run), "requested": config.sections,
             "methods": {m: {"kind": registry[m].kind, "extends": registry[m].extends,
                             "fixed": {s: dict(v) for s, v in registry[m].fixed.items()},
@@ -756,7 +785,7 @@ def run_record(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
 
 def format_plan(config: PipelineConfig, plan: RunPlan) -> str:
     """``drirl run --plan``: each stage, whether it will be reused, and its settings that differ from the defaults."""
-    lines = [f"run folder {plan.root}; methods {', '.join(dict.fromkeys(config.run.methods))}; "
+    lines = [f"run folder {plan.root}; methods {', '.join(config.run.all_methods)}; "
              f"seeds {', '.join(map(str, config.run.all_seeds))}"]
     for planned in plan.stages:
         stage = planned.stage
