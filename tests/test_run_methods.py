@@ -267,3 +267,24 @@ def test_best_of_n_gate_scores_sft_samples_with_the_runs_reward_models(tmp_path,
     assert ("sft-best-of-8", "sft") in seen["pairs"] and len(fake_stages["reward"]) == 1  # one bundle serves both
     with pytest.raises(ConfigError, match="best_of_n_gate must be at least 2"):
         _load(tmp_path, {"best_of_n_gate": 1})
+
+
+def test_a_stage_rerun_with_new_settings_drops_its_old_record_first(tmp_path, fake_stages, monkeypatch):
+    """A crash part-way through a changed stage must not leave the old stage.json claiming the folder: going back
+    to the old settings then trains again instead of taking the half-new folder for the old result."""
+    import drirl.align.trainer as trainer
+    from drirl.pipeline import run_pipeline
+
+    run_pipeline(_load(tmp_path, {"methods": ["dr-irl"]}, align={"learning_rate": 0.001}))
+    stage = tmp_path / "run" / "align-dr-irl" / "stage.json"
+    assert stage.is_file()
+
+    def crash(ac, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "run_align", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(_load(tmp_path, {"methods": ["dr-irl"]}, align={"learning_rate": 0.002}))
+    assert not stage.exists()
+    with pytest.raises(KeyboardInterrupt):  # the old settings again: not complete, so alignment runs
+        run_pipeline(_load(tmp_path, {"methods": ["dr-irl"]}, align={"learning_rate": 0.001}))

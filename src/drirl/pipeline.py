@@ -434,6 +434,9 @@ def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, 
         timings[stage.name] = json.loads((stage.folder / STAGE_FILE).read_text()).get("seconds", 0.0)
         return outputs
     logger.info("stage %s: %s", stage.name, state)
+    # The folder no longer holds what its old stage.json describes once the work starts: drop the record, so that a
+    # crash part-way and a rerun with the old settings cannot take new outputs for old ones.
+    (stage.folder / STAGE_FILE).unlink(missing_ok=True)
     if stage.folder.exists() and not any(stage.folder.iterdir()):
         stage.folder.rmdir()
     started = time.time()
