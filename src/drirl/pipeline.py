@@ -697,7 +697,10 @@ def _runs(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
     return {"seeds": config.run.all_seeds,
             "evals": {m: {s: d for (mm, s), d in plan.evals.items() if mm == m} for m in methods},
             "pairs": comparison_pairs(methods, registry, config.run.warm_start == "sft"),
-            "settings": {m: _compact_records(plan.records.get((m, config.run.all_seeds[0]), {})) for m in methods}}
+            # Training stages only: every method's evaluation settings are the eval section's (config.json has them).
+            "settings": {m: {name: values for name, values in _compact_records(
+                plan.records.get((m, config.run.all_seeds[0]), {})).items() if not name.startswith("eval-")}
+                for m in methods}}
 
 
 def comparison_pairs(methods: list[str], registry: Mapping[str, Method], warm: bool) -> list[tuple[str, str]]:
