@@ -288,3 +288,30 @@ def test_a_stage_rerun_with_new_settings_drops_its_old_record_first(tmp_path, fa
     assert not stage.exists()
     with pytest.raises(KeyboardInterrupt):  # the old settings again: not complete, so alignment runs
         run_pipeline(_load(tmp_path, {"methods": ["dr-irl"]}, align={"learning_rate": 0.001}))
+
+
+def test_sft_variants_get_the_pipelines_sft_model_when_the_config_has_the_field(tmp_path, fake_stages, monkeypatch):
+    """init-sft (Best-of-N's reward model) takes its positives from the very SFT model Best-of-N samples: passed as
+    RewardTrainConfig.sft_policy where that field exists, with the SFT stage's hash as an input of the bundle."""
+    import dataclasses
+
+    import drirl.align.baselines as baselines
+    import drirl.reward.irl as irl
+    from drirl.pipeline import plan_pipeline, run_pipeline
+
+    if "sft_policy" in {f.name for f in dataclasses.fields(irl.RewardTrainConfig)}:
+        pytest.skip("RewardTrainConfig has its own sft_policy now: the stand-in below would shadow it")
+    without = {p.stage.name: p.stage.settings for p in plan_pipeline(_load(tmp_path, {"methods": ["bon"]})).stages}
+    assert "sft_policy" not in without["reward-init-sft"] and "inputs" not in without["reward-init-sft"]
+
+    @dataclasses.dataclass
+    class WithSFTPolicy(irl.RewardTrainConfig):
+        sft_policy: str | None = None
+
+    monkeypatch.setattr(irl, "RewardTrainConfig", WithSFTPolicy)
+    monkeypatch.setattr(baselines.BestOfNResponder, "from_paths", staticmethod(lambda *a: None))
+    root = run_pipeline(_load(tmp_path, {"methods": ["bon"]}))
+    [rc] = fake_stages["reward"]
+    assert rc.variant == "init-sft" and rc.sft_policy == str(root / "align-sft" / "model")
+    stage = json.loads((root / "reward-init-sft" / "stage.json").read_text())["settings"]
+    assert set(stage["inputs"]) == {"align-sft"}
