@@ -299,16 +299,17 @@ def test_sft_variants_get_the_pipelines_sft_model_when_the_config_has_the_field(
     import drirl.reward.irl as irl
     from drirl.pipeline import plan_pipeline, run_pipeline
 
-    if "sft_policy" in {f.name for f in dataclasses.fields(irl.RewardTrainConfig)}:
-        pytest.skip("RewardTrainConfig has its own sft_policy now: the stand-in below would shadow it")
-    without = {p.stage.name: p.stage.settings for p in plan_pipeline(_load(tmp_path, {"methods": ["bon"]})).stages}
-    assert "sft_policy" not in without["reward-init-sft"] and "inputs" not in without["reward-init-sft"]
+    if "sft_policy" not in {f.name for f in dataclasses.fields(irl.RewardTrainConfig)}:
+        # Without the field nothing is passed (and nothing hashed); a stand-in with the field shows what is.
+        plan = plan_pipeline(_load(tmp_path, {"methods": ["bon"]}))
+        without = {p.stage.name: p.stage.settings for p in plan.stages}
+        assert "sft_policy" not in without["reward-init-sft"] and "inputs" not in without["reward-init-sft"]
 
-    @dataclasses.dataclass
-    class WithSFTPolicy(irl.RewardTrainConfig):
-        sft_policy: str | None = None
+        @dataclasses.dataclass
+        class WithSFTPolicy(irl.RewardTrainConfig):
+            sft_policy: str | None = None
 
-    monkeypatch.setattr(irl, "RewardTrainConfig", WithSFTPolicy)
+        monkeypatch.setattr(irl, "RewardTrainConfig", WithSFTPolicy)
     monkeypatch.setattr(baselines.BestOfNResponder, "from_paths", staticmethod(lambda *a: None))
     root = run_pipeline(_load(tmp_path, {"methods": ["bon"]}))
     [rc] = fake_stages["reward"]
