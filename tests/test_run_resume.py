@@ -76,3 +76,11 @@ def test_a_changed_learning_rate_starts_alignment_fresh(tiny_lm_path, tmp_path, 
     assert stage["settings"]["learning_rate"] == 2e-3
     marker = json.loads((output / "align-grpo-irl" / "run" / "checkpoints_hash.json").read_text())
     assert marker["config_hash"] == stage["config_hash"]
+    # Every record of the run states the rate the trainer actually used.
+    trained = json.loads((output / "align-grpo-irl" / "run" / "alignment.json").read_text())["config"]
+    recorded = json.loads((output / "config.json").read_text())["methods"]["grpo-irl"]["seeds"]["0"]["align-grpo-irl"]
+    card = (output / "model" / "README.md").read_text()
+    in_card = json.loads(card.split("```json", 1)[1].split("```", 1)[0])["stages"]["align-grpo-irl"]
+    assert trained["learning_rate"] == recorded["learning_rate"] == in_card["learning_rate"] == 2e-3
+    assert trained["scaling_mode"] == recorded["scaling_mode"] == in_card["scaling_mode"] == "none"
+    assert max(_learning_rates(second)) == pytest.approx(2e-3)  # the peak of the schedule is the new rate
