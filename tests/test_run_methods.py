@@ -316,3 +316,17 @@ def test_sft_variants_get_the_pipelines_sft_model_when_the_config_has_the_field(
     assert rc.variant == "init-sft" and rc.sft_policy == str(root / "align-sft" / "model")
     stage = json.loads((root / "reward-init-sft" / "stage.json").read_text())["settings"]
     assert set(stage["inputs"]) == {"align-sft"}
+
+
+def test_a_custom_sft_method_trains_its_own_model(tmp_path, fake_stages):
+    from drirl.pipeline import run_pipeline
+
+    root = run_pipeline(_load(tmp_path, {"methods": ["base", "sft-long"],
+                                         "custom_methods": {"sft-long": {"extends": "sft",
+                                                                         "sft": {"num_train_epochs": 3}}}}))
+    assert [c.num_train_epochs for c in fake_stages["sft"]] == [3]  # no built-in sft: nobody needs it
+    assert (root / "align-sft-long" / "model").is_dir() and not (root / "align-sft").exists()
+    assert Path(fake_stages["eval"][1].model) == root / "align-sft-long" / "model"
+    with pytest.raises(ConfigError, match="custom_methods.x: a grpo method does not read the sft section; it reads "
+                                          "reward, align"):
+        _load(tmp_path, {"custom_methods": {"x": {"extends": "dr-irl", "sft": {"num_train_epochs": 3}}}})

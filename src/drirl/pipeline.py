@@ -42,6 +42,10 @@ SECTIONS = ("run", "reward", "align", "eval", "sft", "dpo", "bon")
 # Sections a custom method may override.
 METHOD_SECTIONS = ("reward", "align", "sft", "dpo", "bon")
 KINDS = ("base", "sft", "dpo", "grpo", "bon")
+# The sections whose settings a method of each kind trains with (what a custom method may override). A GRPO method's
+# warm start is the run's one SFT model, shared by every method that starts from it.
+KIND_SECTIONS = {"base": (), "sft": ("sft",), "dpo": ("dpo", "reward"), "grpo": ("reward", "align"),
+                 "bon": ("reward", "bon")}
 DEMO_VARIANT = "demo-vs-policy"
 
 
@@ -129,6 +133,11 @@ def resolve_methods(custom: Mapping[str, Any]) -> dict[str, Method]:
                     continue  # defined later in the mapping: resolve it first
                 raise ValueError(f"{where}: extends unknown method {parent!r}")
             base = methods[parent]
+            unread = [section for section in METHOD_SECTIONS if spec.get(section)
+                      and section not in KIND_SECTIONS[base.kind]]
+            if unread:
+                raise ValueError(f"{where}: a {base.kind} method does not read the {unread[0]} section; it reads "
+                                 f"{', '.join(KIND_SECTIONS[base.kind]) or 'none'}")
             fixed = {section: base.fixed_in(section) for section in METHOD_SECTIONS}
             own = {section: dict(base.overrides.get(section, {})) for section in METHOD_SECTIONS}
             for section in METHOD_SECTIONS:
@@ -532,7 +541,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
     needs_sft_policy = any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in bundle_users
                            ) and "sft_policy" in _field_names(RewardTrainConfig)
     sft_model = None
-    if kinds & {"sft", "bon"} or warm or needs_sft_policy:
+    if any(m.name == "sft" for m in methods) or "bon" in kinds or warm or needs_sft_policy:
         sft_model = _plan_baseline(config, plan, BUILTIN_METHODS["sft"], seed, sfx)
 
     reward_of: dict[str, str] = {}
@@ -586,8 +595,10 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
             plan.models[(method.name, seed)] = str(resolve_model(config.run.policy))
             record(method)
         elif method.kind == "sft":
-            plan.models[(method.name, seed)] = sft_model
-            record(method, f"align-sft{sfx}")
+            # The built-in sft is the warm start itself; a custom one trains its own model.
+            model = sft_model if method.name == "sft" else _plan_baseline(config, plan, method, seed, sfx)
+            plan.models[(method.name, seed)] = model
+            record(method, f"align-{method.name}{sfx}")
     for method in methods:
         if method.kind != "grpo":
             continue
@@ -627,7 +638,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
         name = f"eval-{method.name}{sfx}"
         ec = _eval_config(config, model, str(root / name), plan.bundles.get(scorer) if scorer else None, seed=seed)
         sources = {"base": [], "bon": [f"align-sft{sfx}", reward_of.get(method.name, "")]}.get(
-            method.kind, [f"align-{method.name if method.kind != 'sft' else 'sft'}{sfx}"])
+            method.kind, [f"align-{method.name}{sfx}"])
         sources = sources + ([scorer] if scorer and scorer not in sources else [])
         bon_bundle = plan.bundles.get(reward_of.get(method.name, "")) if method.kind == "bon" else None
         stage = Stage(root, name, {**config_to_dict(ec), "method": method.name, "bundle": bon_bundle,
@@ -694,13 +705,14 @@ def _runs(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
     each method's resolved settings."""
     registry = config.run.registry
     methods = config.run.all_methods
+    classes = {p.stage.name: p.config_class for p in plan.stages}
     return {"seeds": config.run.all_seeds,
             "evals": {m: {s: d for (mm, s), d in plan.evals.items() if mm == m} for m in methods},
             "pairs": comparison_pairs(methods, registry, config.run.warm_start == "sft"),
             # Training stages only: every method's evaluation settings are the eval section's (config.json has them).
-            "settings": {m: {name: values for name, values in _compact_records(
-                plan.records.get((m, config.run.all_seeds[0]), {})).items() if not name.startswith("eval-")}
-                for m in methods}}
+            "settings": {m: {name: compact_settings(values, classes.get(name)) for name, values in
+                             plan.records.get((m, config.run.all_seeds[0]), {}).items()
+                             if not name.startswith("eval-")} for m in methods}}
 
 
 def comparison_pairs(methods: list[str], registry: Mapping[str, Method], warm: bool) -> list[tuple[str, str]]:
@@ -753,28 +765,6 @@ def compact_settings(settings: Mapping[str, Any], cls: type | None) -> dict[str,
     return {k: v for k, v in settings.items()
             if k not in ("output",) and (k not in defaults or json.dumps(defaults[k], default=str)
                                          != json.dumps(v, default=str))}
-
-
-def _class_of(stage_name: str) -> type | None:
-    from drirl.align.baselines import DPOBaselineConfig, SFTBaselineConfig
-    from drirl.align.trainer import AlignConfig
-    from drirl.eval.harness import EvalConfig
-    from drirl.reward.irl import RewardTrainConfig
-
-    head = stage_name.split("/")[0]
-    if head.startswith("reward"):
-        return RewardTrainConfig
-    if head.startswith("eval-"):
-        return EvalConfig
-    if head == "align-sft":
-        return SFTBaselineConfig
-    if head.startswith("align-dpo"):
-        return DPOBaselineConfig
-    return AlignConfig
-
-
-def _compact_records(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: compact_settings(settings, _class_of(name)) for name, settings in records.items()}
 
 
 def run_record(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:

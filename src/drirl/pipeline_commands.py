@@ -23,6 +23,19 @@ example:
 """
 
 
+def _methods_text() -> str:
+    from drirl.pipeline import BUILTIN_METHODS
+
+    width = max(map(len, BUILTIN_METHODS))
+    lines = ["methods (run.methods):"]
+    lines += [f"  {name:<{width}}  {method.description}" for name, method in BUILTIN_METHODS.items()]
+    lines += ["  define more in the YAML file, e.g.",
+              "    run: {custom_methods: {dr-irl-tight: {extends: dr-irl, align: {alpha_min: 0.8, alpha_max: 1.25}}}}",
+              "  a section key a method fixes (align.scaling_mode for dr-irl) set to another value is an error:",
+              "  define a method instead. run.seeds: [0, 1, 2] trains and evaluates every trained method per seed."]
+    return "\n".join(lines) + "\n"
+
+
 def demo_config_path() -> Path:
     return Path(str(resources.files("drirl") / "configs" / "demo.yaml"))
 
@@ -74,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "writes its own folder with a stage.json; finished stages are skipped on a rerun and alignment "
                     "resumes from its last checkpoint when that checkpoint was written with the same settings. "
                     "Ends with report.md / report.json and plots.",
-        epilog=RUN_EXAMPLE)
+        epilog=RUN_EXAMPLE + "\n" + _methods_text())
     run.add_argument("config", help="pipeline YAML file")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one field, e.g. --set align.max_steps=50 (repeatable)")

@@ -208,6 +208,7 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
         "reward_by_verdict": {m: r.get("test_reward_by_verdict") for m, r in results.items()},
         "reward_models": reward_metrics,
         "seeds": seeds,
+        "methods_seed": seeds[0],  # "methods", "per_category"... are of this seed; seed_summary covers them all
         "seed_summary": by_seed,
         "comparisons": comparisons,
         "settings": runs.get("settings") or {},
