@@ -330,3 +330,20 @@ def test_a_custom_sft_method_trains_its_own_model(tmp_path, fake_stages):
     with pytest.raises(ConfigError, match="custom_methods.x: a grpo method does not read the sft section; it reads "
                                           "reward, align"):
         _load(tmp_path, {"custom_methods": {"x": {"extends": "dr-irl", "sft": {"num_train_epochs": 3}}}})
+
+
+def test_dpo_starts_where_the_grpo_methods_start(tmp_path, fake_stages, monkeypatch):
+    import drirl.align.baselines as baselines
+    from drirl.pipeline import run_pipeline
+
+    starts = []
+    monkeypatch.setattr(baselines, "train_dpo", lambda examples, rejected, model, target, config: (
+        starts.append(model), Path(target))[1])
+    root = run_pipeline(_load(tmp_path, {"methods": ["dpo", "dr-irl"], "warm_start": "sft"}))
+    sft = str(root / "align-sft" / "model")
+    assert starts == [sft] and [ac.policy for ac in fake_stages["align"]] == [sft]
+    stage = json.loads((root / "align-dpo" / "stage.json").read_text())["settings"]
+    assert stage["policy"] == sft and set(stage["inputs"]) == {"align-sft"}
+    starts.clear()  # without a warm start DPO starts from the policy as is
+    run_pipeline(_load(tmp_path, {"methods": ["dpo"], "output": str(tmp_path / "none")}))
+    assert starts == ["some/policy"]

@@ -188,7 +188,7 @@ class RunConfig:
         "the best of N by the reward does not raise refusal while keeping borderline compliance, GRPO on that "
         "reward will not either. Off when unset."))
     warm_start: str = field(default="none", metadata=help_field(
-        "Where the GRPO methods start: none (the policy as is) or sft (the `sft` "
+        "Where the GRPO methods, DPO and DPO-S start: none (the policy as is) or sft (the `sft` "
         "baseline's model, trained on the demonstrations' train split). METHOD.md leaves initialisation open; a "
         "small model rarely samples a refusal, so GRPO from it sees almost no reward contrast within a group, and "
         "the SFT start gives the rollouts the demonstrations' form first. The reward models still take their "
@@ -534,6 +534,8 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
     hashes = plan.hashes
     kinds = {m.kind for m in methods}
     warm = config.run.warm_start == "sft" and "grpo" in kinds
+    # DPO and DPO-S start where the GRPO methods start, so the preference methods are compared from one model.
+    dpo_warm = config.run.warm_start == "sft" and "dpo" in kinds
     # The SFT warm start's samples are negatives of the demonstration reward models: it is trained first.
     sft_negatives = warm and config.run.reward_negatives == "policy+warm_start"
     bundle_users = [m for m in methods if (m.kind == "grpo" and m.reward_source == "bundle") or m.kind == "bon"
@@ -541,7 +543,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
     needs_sft_policy = any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in bundle_users
                            ) and "sft_policy" in _field_names(RewardTrainConfig)
     sft_model = None
-    if any(m.name == "sft" for m in methods) or "bon" in kinds or warm or needs_sft_policy:
+    if any(m.name == "sft" for m in methods) or "bon" in kinds or warm or dpo_warm or needs_sft_policy:
         sft_model = _plan_baseline(config, plan, BUILTIN_METHODS["sft"], seed, sfx)
 
     reward_of: dict[str, str] = {}
@@ -624,9 +626,10 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
     for method in methods:
         if method.kind == "dpo":
             plan.models[(method.name, seed)] = _plan_baseline(config, plan, method, seed, sfx,
-                                                              plan.bundles.get(reward_of.get(method.name, "")))
+                                                              plan.bundles.get(reward_of.get(method.name, "")),
+                                                              start=sft_model if dpo_warm else None)
             record(method, *([reward_of[method.name]] if method.name in reward_of else []),
-                   f"align-{method.name}{sfx}")
+                   *([f"align-sft{sfx}"] if dpo_warm else []), f"align-{method.name}{sfx}")
         elif method.kind == "bon":
             record(method, f"align-sft{sfx}", reward_of[method.name])
 
@@ -830,8 +833,9 @@ def _read_json(path: Path) -> Any:
 
 
 def _plan_baseline(config: PipelineConfig, plan: RunPlan, method: Method, seed: int, sfx: str,
-                   bundle: str | None = None) -> str:
-    """Plan an SFT or DPO stage (once per seed); returns the model folder it will write."""
+                   bundle: str | None = None, start: str | None = None) -> str:
+    """Plan an SFT or DPO stage (once per seed); returns the model folder it will write. ``start``: the model to
+    train from (default: the run's policy)."""
     from drirl.align import baselines
 
     name = f"align-{method.name}{sfx}"
@@ -841,7 +845,9 @@ def _plan_baseline(config: PipelineConfig, plan: RunPlan, method: Method, seed: 
     bc = _baseline_config(config, method, seed)
     if bundle and "reward_models" in _field_names(type(bc)):
         bc = dataclasses.replace(bc, reward_models=bundle)
-    stage = Stage(plan.root, name, {**config_to_dict(bc), "policy": config.run.policy, "data": config.run.data})
+    start = start or config.run.policy
+    inputs = {"inputs": {"align-sft": plan.hashes[f"align-sft{sfx}"]}} if start != config.run.policy else {}
+    stage = Stage(plan.root, name, {**config_to_dict(bc), "policy": start, "data": config.run.data, **inputs})
     plan.hashes[name] = stage.hash
 
     def train():
@@ -850,8 +856,8 @@ def _plan_baseline(config: PipelineConfig, plan: RunPlan, method: Method, seed: 
         examples = read_examples(config.run.data) if config.run.data else load_bundled()
         examples = [e for e in examples if e.split == "train" and e.demonstration]
         if method.kind == "sft":
-            return {"model": str(baselines.train_sft(examples, config.run.policy, target, bc))}
-        return {"model": str(baselines.train_dpo(examples, None, config.run.policy, target, bc))}
+            return {"model": str(baselines.train_sft(examples, start, target, bc))}
+        return {"model": str(baselines.train_dpo(examples, None, start, target, bc))}
 
     plan.add(stage, train, type(bc))
     return str(target)
