@@ -63,6 +63,15 @@ def test_per_category_hand_computed():
         per_category([1, 0], ["a"])
 
 
+def test_per_category_wilson_for_rates():
+    out = per_category([1, 1, 0, 1, 0.5, 1], ["a", "a", "b", "b", "c", "c"], wilson_for_rates=True)
+    # 2 of 2: Wilson (1 + z²/4 − z·√(z²/16)) / (1 + z²/2) = 0.34238, not the bootstrap's [1, 1].
+    assert out["a"][:2] == (1.0, pytest.approx(0.34238, abs=1e-5)) and out["a"][2:] == (1.0, 2)
+    assert out["b"][1] == pytest.approx(0.094531, abs=1e-6) and out["b"][2] == pytest.approx(0.905469, abs=1e-6)
+    # Graded values keep the bootstrap interval.
+    assert out["c"] == per_category([0.5, 1], ["c", "c"])["c"]
+
+
 # ----------------------------------------------------------------------------------------------- qa_correct
 
 @pytest.mark.parametrize("response, answers, expected", [

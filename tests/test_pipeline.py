@@ -186,7 +186,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None, max_prompts_per_category=None: (
         caps.append(max_prompts_per_category), {"cross_category": [], "categories": []})[1])
     monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
-    monkeypatch.setattr(report, "write_report", lambda root, config, *a: calls.append(("report", config.run)))
+    monkeypatch.setattr(report, "write_report", lambda root, config, *a, **k: calls.append(("report", config.run)))
 
     evaluated: list[str] = []
     scorers: set[str | None] = set()
@@ -251,25 +251,32 @@ def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
             assert config_from_dict(AlignConfig, values, source=str(path)).max_steps >= 1
             continue
         config = pipeline.load_pipeline_config(path)
-        assert config.run.output and set(config.run.methods) <= set(pipeline.METHODS), path.name
+        assert config.run.output and set(config.run.methods) <= set(config.run.registry), path.name
     assert (ROOT / "configs" / "demo.yaml").read_text() == demo_config_path().read_text()
     # The CPU comparison says it reuses the demo's stages when run into the demo's folder: the sections those
     # stages are built from must be the demo's.
-    demo, compare = (read_yaml(ROOT / "configs" / name) for name in ("demo.yaml", "compare_cpu.yaml"))
-    for section in ("reward", "sft", "align", "eval"):
-        assert compare[section] == demo[section], section
-    assert {k: v for k, v in compare["run"].items() if k not in ("output", "methods")} == \
-        {k: v for k, v in demo["run"].items() if k not in ("output", "methods")}
-    assert set(compare["run"]["methods"]) == set(pipeline.METHODS)
+    demo = read_yaml(ROOT / "configs" / "demo.yaml")
+    shared = {}
+    for name in ("compare_cpu.yaml", "ablations_cpu.yaml"):
+        compare = read_yaml(ROOT / "configs" / name)
+        for section in ("reward", "sft", "align", "eval"):
+            assert compare[section] == demo[section], (name, section)
+        assert {k: v for k, v in compare["run"].items() if k not in ("output", "methods", "custom_methods")} == \
+            {k: v for k, v in demo["run"].items() if k not in ("output", "methods")}, name
+        shared[name] = set(compare["run"]["methods"])
+    # Between them the two CPU recipes run every built-in method that needs nothing from outside the run (the
+    # *-external methods need a reward model of one's own, DPO-S the DPO config's scaling fields).
+    needs_more = {"grpo-external", "dr-irl-external", "dpo-s"}
+    assert shared["compare_cpu.yaml"] | shared["ablations_cpu.yaml"] >= set(pipeline.METHODS) - needs_more
 
 
 def test_an_eval_only_reward_setting_reuses_the_trained_bundle(tmp_path):
     from drirl.config import config_to_dict
-    from drirl.pipeline import _bundle_matches, _reward_config, load_pipeline_config
+    from drirl.pipeline import BUILTIN_METHODS, _bundle_matches, _reward_config, load_pipeline_config
 
     def reward_config(**reward):
         config = load_pipeline_config(None, {"run": {"output": str(tmp_path)}, "reward": reward})
-        return _reward_config(config, str(tmp_path / "reward" / "bundle"), per_category=True)
+        return _reward_config(config, str(tmp_path / "reward" / "bundle"), BUILTIN_METHODS["dr-irl"])
 
     bundle = tmp_path / "reward" / "bundle"
     bundle.mkdir(parents=True)

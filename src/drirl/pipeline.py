@@ -1,22 +1,26 @@
 """`drirl run`: data → reward models → alignment → evaluation → report, each stage resumable.
 
-Every stage writes its own folder under the run folder with a ``stage.json`` (config hash, inputs, outputs).
-A stage whose ``stage.json`` matches the current config and the hashes of the stages it reads is skipped; a stage
-that crashed has no ``stage.json`` and runs again (alignment continues from its last checkpoint). The run ends
-with ``report.md`` and ``report.json``.
+Every stage writes its own folder under the run folder with a ``stage.json`` (config hash, the resolved settings,
+inputs, outputs). A stage whose ``stage.json`` matches the current settings and the hashes of the stages it reads is
+skipped; a stage that crashed has no ``stage.json`` and runs again. Alignment continues from its last checkpoint only
+when the checkpoints were written with the same settings (a hash file beside them); otherwise they are removed and the
+stage starts fresh, with a log line that says why. The run ends with ``report.md`` and ``report.json``.
 
-Methods (``run.methods``): ``base`` (the policy as is), ``sft`` (SFT on the demonstrations), ``dpo``
-(demonstration chosen, policy sample rejected), ``grpo`` (plain GRPO, one reward model for all categories),
-``grpo-irl`` (GRPO with the category IRL models, no scaling), ``dr-irl`` (GRPO-S with the category models),
-``bon`` (AfD: Best-of-N from the SFT model with an ``init-sft`` reward model).
+Methods (``run.methods``) come from a registry (:data:`BUILTIN_METHODS`): each names the kind of training it is and
+the settings it fixes in the stage sections (``align.scaling_mode`` for the α ablations, ``reward.per_category`` for
+one reward model instead of one per category...). ``run.custom_methods`` adds named methods that extend another
+with section overrides. A key a method fixes that the user's section also sets to another value is an error naming
+both, never a silent overwrite. With ``run.seeds`` every trained method is trained and evaluated once per seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +31,131 @@ from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, s
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("base", "sft", "dpo", "grpo", "grpo-irl", "dr-irl", "bon")
 STAGE_FILE = "stage.json"
 # Beside a reward bundle trained from another stage's output: that stage's hash at training time.
 BUNDLE_INPUTS_FILE = "bundle_inputs.json"
+# Beside an alignment stage's checkpoints: the hash of the settings they were written with.
+CHECKPOINT_HASH_FILE = "checkpoints_hash.json"
 WARM_STARTS = ("none", "sft")
 REWARD_NEGATIVES = ("policy", "policy+warm_start")
-GRPO_METHODS = ("grpo", "grpo-irl", "dr-irl")
 SECTIONS = ("run", "reward", "align", "eval", "sft", "dpo", "bon")
+# Sections a custom method may override.
+METHOD_SECTIONS = ("reward", "align", "sft", "dpo", "bon")
+KINDS = ("base", "sft", "dpo", "grpo", "bon")
+# The sections whose settings a method of each kind trains with (what a custom method may override). A GRPO method's
+# warm start is the run's one SFT model, shared by every method that starts from it.
+KIND_SECTIONS = {"base": (), "sft": ("sft",), "dpo": ("dpo", "reward"), "grpo": ("reward", "align"),
+                 "bon": ("reward", "bon")}
+DEMO_VARIANT = "demo-vs-policy"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named way to produce a model: its kind of training and the section settings it fixes.
+
+    ``kind``: base (the policy as is), sft, dpo, grpo (GRPO / GRPO-S on reward models) or bon (Best-of-N from the SFT
+    model). ``fixed``: section -> key -> value. ``reward_source`` (grpo kind): ``bundle`` (the run's own IRL reward
+    models) or ``external`` (``run.external_reward_model``, one sequence classifier for every prompt).
+    """
+
+    name: str
+    kind: str
+    description: str
+    fixed: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    reward_source: str | None = None
+    extends: str | None = None
+    # What custom methods (this one and those it extends) set themselves: these take precedence over the sections.
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def fixed_in(self, section: str) -> dict[str, Any]:
+        return dict(self.fixed.get(section, {}))
+
+
+def _bundle_rl(per_category: bool, **align: Any) -> dict[str, dict[str, Any]]:
+    return {"reward": {"per_category": per_category, "variant": DEMO_VARIANT},
+            "align": {"external_reward_model": None, **align}}
+
+
+_PRODUCT = {"scaling_mode": "both", "scaling_combine": "product"}
+BUILTIN_METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("base", "base", "the policy as is"),
+    Method("sft", "sft", "supervised fine-tuning on the demonstrations"),
+    Method("dpo", "dpo", "DPO: each demonstration chosen over a policy sample"),
+    Method("dpo-s", "dpo", "DPO-S: DPO with each pair's loss weighted by α as in GRPO-S",
+           {"dpo": {"scaling_mode": "both"}}),
+    Method("grpo", "grpo", "GRPO with one reward model for every category, no scaling",
+           _bundle_rl(False, scaling_mode="none"), "bundle"),
+    Method("grpo-irl", "grpo", "GRPO with the category IRL reward models, no scaling",
+           _bundle_rl(True, scaling_mode="none"), "bundle"),
+    Method("dr-irl", "grpo", "GRPO-S with the category IRL reward models, α = α^D · α^M",
+           _bundle_rl(True, **_PRODUCT), "bundle"),
+    Method("dr-irl-data", "grpo", "ablation: GRPO-S with α^D only", _bundle_rl(True, scaling_mode="data"), "bundle"),
+    Method("dr-irl-model", "grpo", "ablation: GRPO-S with α^M only", _bundle_rl(True, scaling_mode="model"),
+           "bundle"),
+    Method("dr-irl-sum", "grpo", "ablation: GRPO-S with α = w·α^D + (1 − w)·α^M",
+           _bundle_rl(True, scaling_mode="both", scaling_combine="sum"), "bundle"),
+    Method("dr-irl-single", "grpo", "ablation: GRPO-S with one reward model instead of one per category",
+           _bundle_rl(False, **_PRODUCT), "bundle"),
+    Method("grpo-external", "grpo", "GRPO on an external reward model (run.external_reward_model), no scaling",
+           {"align": {"reward_models": None, "scaling_mode": "none"}}, "external"),
+    Method("dr-irl-external", "grpo", "GRPO-S on an external reward model (run.external_reward_model)",
+           {"align": {"reward_models": None, **_PRODUCT}}, "external"),
+    Method("bon", "bon", "AfD: Best-of-N from the SFT model, scored by an init-sft reward model",
+           {"reward": {"per_category": True, "variant": "init-sft"}}),
+)}
+METHODS = tuple(BUILTIN_METHODS)
+GRPO_METHODS = tuple(name for name, m in BUILTIN_METHODS.items() if m.kind == "grpo")
+# Reward stages the built-in methods share, by the reward settings they fix (folder names of earlier runs).
+_REWARD_STAGE_NAMES = {(True, DEMO_VARIANT): "reward", (False, DEMO_VARIANT): "reward-single",
+                       (True, "init-sft"): "reward-init-sft"}
+
+
+def resolve_methods(custom: Mapping[str, Any]) -> dict[str, Method]:
+    """The built-in methods plus ``custom`` ({name: {extends: NAME, SECTION: {key: value}}}), each custom one with
+    its parent's fixed settings updated by its own overrides. Raises ValueError naming the bad entry."""
+    methods = dict(BUILTIN_METHODS)
+    pending = dict(custom or {})
+    while pending:
+        progressed = False
+        for name, spec in list(pending.items()):
+            where = f"custom_methods.{name}"
+            if name in BUILTIN_METHODS:
+                raise ValueError(f"{where}: {name!r} is a built-in method; choose another name")
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("extends"), str):
+                raise ValueError(f"{where}: expected a mapping with 'extends: METHOD' and section overrides")
+            unknown = sorted(set(spec) - {"extends", *METHOD_SECTIONS})
+            if unknown:
+                raise ValueError(f"{where}: unknown key {unknown[0]!r}; expected extends and sections "
+                                 f"{', '.join(METHOD_SECTIONS)}")
+            parent = spec["extends"]
+            if parent not in methods:
+                if parent in pending:
+                    continue  # defined later in the mapping: resolve it first
+                raise ValueError(f"{where}: extends unknown method {parent!r}")
+            base = methods[parent]
+            unread = [section for section in METHOD_SECTIONS if spec.get(section)
+                      and section not in KIND_SECTIONS[base.kind]]
+            if unread:
+                raise ValueError(f"{where}: a {base.kind} method does not read the {unread[0]} section; it reads "
+                                 f"{', '.join(KIND_SECTIONS[base.kind]) or 'none'}")
+            fixed = {section: base.fixed_in(section) for section in METHOD_SECTIONS}
+            own = {section: dict(base.overrides.get(section, {})) for section in METHOD_SECTIONS}
+            for section in METHOD_SECTIONS:
+                overrides = spec.get(section) or {}
+                if not isinstance(overrides, Mapping):
+                    raise ValueError(f"{where}.{section}: expected a mapping of {section} settings")
+                fixed[section].update(overrides)
+                own[section].update(overrides)
+            methods[name] = Method(name, base.kind, f"{base.description}; overrides: "
+                                   + (", ".join(f"{s}.{k}={v!r}" for s in METHOD_SECTIONS
+                                                for k, v in (spec.get(s) or {}).items()) or "none"),
+                                   {s: v for s, v in fixed.items() if v}, base.reward_source, parent,
+                                   {s: v for s, v in own.items() if v})
+            del pending[name]
+            progressed = True
+        if not progressed:
+            raise ValueError(f"custom_methods: circular 'extends' among {', '.join(sorted(pending))}")
+    return methods
 
 
 @dataclass
@@ -43,12 +164,31 @@ class RunConfig:
     policy: str = field(default="smollm2-135m-instruct", metadata=help_field("Policy to align."))
     data: str | None = field(default=None, metadata=help_field("Demonstrations; default: the bundled set."))
     methods: list[str] = field(default_factory=lambda: ["base", "dr-irl"], metadata=help_field(
-        f"Methods to train and compare: {', '.join(METHODS)}."))
+        f"Methods to train and compare: {', '.join(METHODS)}, or a name of custom_methods. The dr-irl-* methods are "
+        "the paper's ablations (α^D only, α^M only, sum instead of product, one reward model); the *-external ones "
+        "use run.external_reward_model instead of the IRL models."))
+    external_reward_model: str | None = field(default=None, metadata=help_field(
+        "The reward model of grpo-external and dr-irl-external: one sequence-classification model (a folder or hub "
+        "id) scoring every prompt, the paper's external-reward ablation."))
+    custom_methods: dict[str, Any] = field(default_factory=dict, metadata=help_field(
+        "More methods: {name: {extends: METHOD, align: {...}, reward: {...}, dpo: {...}}}; each takes the method it "
+        "extends and overrides the settings it fixes, e.g. {dr-irl-k4: {extends: dr-irl, align: {scaling_mode: "
+        "data}}}. A custom method that changes reward settings trains its own reward models (reward-NAME)."))
     final_method: str = field(default="dr-irl", metadata=help_field(
         "Method whose model is copied to OUTPUT/model with a model card."))
-    seed: int = field(default=0, metadata=help_field("Seed shared by every stage."))
+    seed: int = field(default=0, metadata=help_field("Seed shared by every stage (when seeds is empty)."))
+    seeds: list[int] = field(default_factory=list, metadata=help_field(
+        "Training seeds, e.g. [0, 1, 2]: every trained method (and the reward models and SFT model it needs) is "
+        "trained and evaluated once per seed, and the report gives mean ± sd over seeds with intervals that "
+        "include the seed variance. The first seed keeps the folder names of a one-seed run (align-dr-irl), the "
+        "others go to a seed-N folder inside (align-dr-irl/seed-1). Empty: [seed]."))
+    best_of_n_gate: int | None = field(default=None, metadata=help_field(
+        "N of a cheap gate before RL: the SFT model's best of N samples, picked by the run's category reward "
+        "models, evaluated beside greedy SFT (methods sft-best-of-N and sft; the report compares them). If picking "
+        "the best of N by the reward does not raise refusal while keeping borderline compliance, GRPO on that "
+        "reward will not either. Off when unset."))
     warm_start: str = field(default="none", metadata=help_field(
-        "Where the GRPO methods (grpo, grpo-irl, dr-irl) start: none (the policy as is) or sft (the `sft` "
+        "Where the GRPO methods, DPO and DPO-S start: none (the policy as is) or sft (the `sft` "
         "baseline's model, trained on the demonstrations' train split). METHOD.md leaves initialisation open; a "
         "small model rarely samples a refusal, so GRPO from it sees almost no reward contrast within a group, and "
         "the SFT start gives the rollouts the demonstrations' form first. The reward models still take their "
@@ -61,9 +201,10 @@ class RunConfig:
         "it). Needs warm_start: sft; trains the SFT model before the reward models."))
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        known = resolve_methods(self.custom_methods)
+        unknown = [m for m in self.methods if m not in known]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(known)}")
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start must be one of {', '.join(WARM_STARTS)}, got {self.warm_start!r}")
         if self.reward_negatives not in REWARD_NEGATIVES:
@@ -71,6 +212,37 @@ class RunConfig:
                              f"got {self.reward_negatives!r}")
         if self.reward_negatives == "policy+warm_start" and self.warm_start != "sft":
             raise ValueError("reward_negatives: policy+warm_start needs warm_start: sft")
+        if self.best_of_n_gate is not None and self.best_of_n_gate < 2:
+            raise ValueError(f"best_of_n_gate must be at least 2 (or unset), got {self.best_of_n_gate}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+
+    @property
+    def all_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
+
+    @property
+    def gate_method(self) -> str | None:
+        return f"sft-best-of-{self.best_of_n_gate}" if self.best_of_n_gate else None
+
+    @property
+    def registry(self) -> dict[str, Method]:
+        methods = resolve_methods(self.custom_methods)
+        if self.best_of_n_gate:
+            # The gate is Best-of-N from the SFT model under the run's own category reward models.
+            fixed = {"reward": {"per_category": True, "variant": DEMO_VARIANT}, "bon": {"n": self.best_of_n_gate}}
+            methods[self.gate_method] = Method(
+                self.gate_method, "bon", f"the gate before RL: the best of {self.best_of_n_gate} SFT samples by the "
+                "run's category reward models", fixed, overrides=fixed)
+        return methods
+
+    @property
+    def all_methods(self) -> list[str]:
+        """run.methods, then what the Best-of-N gate adds (greedy sft, and the gate itself)."""
+        names = list(dict.fromkeys(self.methods))
+        if self.best_of_n_gate:
+            names += [m for m in ("sft", self.gate_method) if m not in names]
+        return names
 
 
 @dataclass
@@ -98,56 +270,129 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
     pipeline = PipelineConfig(run=RunConfig(), sections=sections, source=source, overridden=overridden)
     pipeline.run = section_config(RunConfig, pipeline, "run")
     del sections["run"]
-    # Validate every section now, so a typo fails in a second rather than after an hour of training.
-    _reward_config(pipeline, "check", per_category=True)
-    _align_config(pipeline, "check", "check", "both")
+    # Validate every section as each method will use it now, so a typo or a contradiction fails in a second rather
+    # than after an hour of training.
+    registry = pipeline.run.registry
+    for name in pipeline.run.all_methods:
+        method = registry[name]
+        check_fixed_settings(pipeline, method)
+        if method.kind == "grpo":
+            if method.reward_source == "bundle":
+                _reward_config(pipeline, "check", method)
+            elif "external_reward_model" in pipeline.sections["align"]:
+                raise ConfigError(f"method {name} reads run.external_reward_model (one setting for every method "
+                                  "that uses it); move align.external_reward_model there", file=source,
+                                  key="align.external_reward_model")
+            elif not pipeline.run.external_reward_model:
+                raise ConfigError(f"method {name} needs run.external_reward_model (a sequence-classification "
+                                  "reward model)", file=source, key="run.external_reward_model")
+            _align_config(pipeline, "check", method, "check" if method.reward_source == "bundle" else None)
+        elif method.kind == "bon":
+            _reward_config(pipeline, "check", method)
+        elif method.kind in ("sft", "dpo"):
+            _baseline_config(pipeline, method, pipeline.run.seed)
     _eval_config(pipeline, "check")
     from drirl.align.baselines import BestOfNConfig, DPOBaselineConfig, SFTBaselineConfig
 
     for cls, section in ((SFTBaselineConfig, "sft"), (DPOBaselineConfig, "dpo"), (BestOfNConfig, "bon")):
         section_config(cls, pipeline, section)
+    if pipeline.run.final_method not in registry:
+        raise ConfigError(f"unknown method {pipeline.run.final_method!r}", file=source, key="run.final_method")
     return pipeline
 
 
+def _origin(p: PipelineConfig, section: str, key: str) -> str:
+    return f"--set {section}.{key}" if key in p.overridden.get(section, ()) else (p.source or "the config")
+
+
+def check_fixed_settings(p: PipelineConfig, method: Method) -> None:
+    """ConfigError when the user's section sets a key that ``method`` fixes to another value.
+
+    A custom method's own overrides are exempt: defining the method is how a user changes those keys on purpose.
+    """
+    for section, fixed in method.fixed.items():
+        user = p.sections.get(section, {})
+        own = method.overrides.get(section, {})
+        for key, value in fixed.items():
+            if key in user and key not in own and user[key] != value:
+                raise ConfigError(
+                    f"{section}.{key} is set to {user[key]!r} in {_origin(p, section, key)} but method {method.name} "
+                    f"fixes it to {value!r}; define a method instead (run.custom_methods: {{my-method: {{extends: "
+                    f"{method.name}, {section}: {{{key}: {user[key]!r}}}}}}}) or remove the key")
+
+
 def section_config(cls: type, p: PipelineConfig, section: str, fixed: dict[str, Any] | None = None,
-                   defaults: dict[str, Any] | None = None) -> Any:
+                   defaults: dict[str, Any] | None = None, method: Method | None = None) -> Any:
     """``cls`` built from one section of the pipeline config; an error names the file and section, or the flag.
 
-    ``fixed`` keys (output, policy... that the pipeline sets itself) override the section's; the section's
-    override ``defaults``.
+    ``fixed`` keys (output, policy... that the pipeline sets itself, and a method's fixed settings) override the
+    section's; the section's override ``defaults``. An error in a key a custom method sets names that method.
     """
     values = {**(defaults or {}), **p.sections[section], **(fixed or {})}
     try:
         return config_from_dict(cls, values, source=f"{p.source or 'config'} [{section}]")
     except ConfigError as err:
+        if method is not None and err.key in method.overrides.get(section, {}):
+            raise ConfigError(err.message, file=f"{p.source or 'config'} [run.custom_methods.{method.name}."
+                                                f"{section}]", key=err.key) from None
         if err.key not in p.overridden.get(section, ()):
             raise
         raise ConfigError(err.message, file=f"{COMMAND_LINE} (--set {section}.{err.key})") from None
 
 
-def _reward_config(p: PipelineConfig, output: str, *, per_category: bool, variant: str = "demo-vs-policy",
-                   extra_negative_policy: str | None = None):
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _reward_fixed(method: Method) -> dict[str, Any]:
+    # DPO-S reads the category models for α^M; so do the GRPO methods.
+    return method.fixed_in("reward") or {"per_category": True, "variant": DEMO_VARIANT}
+
+
+def _reward_config(p: PipelineConfig, output: str, method: Method, *, seed: int | None = None,
+                   extra_negative_policy: str | None = None, sft_policy: str | None = None):
     from drirl.reward.irl import RewardTrainConfig
 
-    return section_config(RewardTrainConfig, p, "reward",
-                          {"output": output, "policy": p.run.policy, "data": p.run.data, "seed": p.run.seed,
-                           "per_category": per_category, "variant": variant,
-                           "extra_negative_policy": extra_negative_policy})
+    fixed = {"output": output, "policy": p.run.policy, "data": p.run.data,
+             "seed": p.run.seed if seed is None else seed, **_reward_fixed(method),
+             "extra_negative_policy": extra_negative_policy}
+    if sft_policy and "sft_policy" in _field_names(RewardTrainConfig):
+        fixed["sft_policy"] = sft_policy  # sft-demo / init-sft sample the pipeline's own SFT model
+    return section_config(RewardTrainConfig, p, "reward", fixed, method=method)
 
 
-def _align_config(p: PipelineConfig, output: str, reward_models: str, scaling_mode: str,
-                  start: str | None = None):
+def _align_config(p: PipelineConfig, output: str, method: Method, reward_models: str | None,
+                  start: str | None = None, seed: int | None = None):
     from drirl.align.trainer import AlignConfig
 
-    return section_config(AlignConfig, p, "align",
-                          {"output": output, "policy": start or p.run.policy, "data": p.run.data,
-                           "seed": p.run.seed, "reward_models": reward_models, "scaling_mode": scaling_mode})
+    fixed = {"output": output, "policy": start or p.run.policy, "data": p.run.data,
+             "seed": p.run.seed if seed is None else seed, **method.fixed_in("align")}
+    if method.reward_source == "bundle":
+        fixed["reward_models"] = reward_models
+    elif method.reward_source == "external":
+        fixed["external_reward_model"] = p.run.external_reward_model
+    return section_config(AlignConfig, p, "align", fixed, method=method)
 
 
-def _eval_config(p: PipelineConfig, model: str, output: str | None = None, bundle: str | None = None):
+def _baseline_config(p: PipelineConfig, method: Method, seed: int):
+    from drirl.align import baselines
+
+    cls = baselines.SFTBaselineConfig if method.kind == "sft" else baselines.DPOBaselineConfig
+    fixed = method.fixed_in(method.kind)
+    # A key the method needs that the installed config lacks (DPO-S's weights need DPOBaselineConfig's scaling
+    # fields); a custom method's own unknown key is reported by config_from_dict, naming that method.
+    missing = sorted(set(fixed) - _field_names(cls) - set(method.overrides.get(method.kind, {})))
+    if missing:
+        raise ConfigError(f"method {method.name} needs {cls.__name__}.{missing[0]}, which this version of drirl "
+                          "does not have", file=p.source, key="run.methods")
+    return section_config(cls, p, method.kind, fixed, defaults={"seed": seed}, method=method)
+
+
+def _eval_config(p: PipelineConfig, model: str, output: str | None = None, bundle: str | None = None,
+                 seed: int | None = None):
     from drirl.eval.harness import EvalConfig
 
-    fixed = {"model": model, "output": output, "seed": p.run.seed}
+    fixed = {"model": model, "output": output, "seed": p.run.seed if seed is None else seed}
     if bundle and not p.sections["eval"].get("reward_models"):
         fixed["reward_models"] = bundle  # every method's responses scored by the same reward models
     if p.run.data and not p.sections["eval"].get("eval_data"):
@@ -164,15 +409,22 @@ class Stage:
         self.hash = sha256_json(settings)[:16]
         self.settings = settings
 
+    def recorded_hash(self) -> str | None:
+        record = _read_json(self.folder / STAGE_FILE)
+        return record.get("config_hash") if isinstance(record, dict) else None
+
     @property
     def done(self) -> bool:
-        path = self.folder / STAGE_FILE
-        if not path.is_file():
-            return False
-        try:
-            return json.loads(path.read_text()).get("config_hash") == self.hash
-        except ValueError:
-            return False
+        return self.recorded_hash() == self.hash
+
+    def state(self) -> str:
+        """'reuse', 'run (new)', 'run (settings changed: OLD -> NEW)' or 'run (unfinished)'."""
+        recorded = self.recorded_hash()
+        if recorded == self.hash:
+            return "reuse"
+        if recorded:
+            return f"run (settings changed: {recorded} -> {self.hash})"
+        return "run (unfinished)" if self.folder.is_dir() and any(self.folder.iterdir()) else "run (new)"
 
     def complete(self, outputs: dict[str, Any], seconds: float) -> None:
         atomic_write_json(self.folder / STAGE_FILE, {"stage": self.name, "config_hash": self.hash,
@@ -184,12 +436,16 @@ class Stage:
 
 
 def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, Any]:
-    if stage.done:
+    state = stage.state()
+    if state == "reuse":
         logger.info("stage %s: complete, skipping", stage.name)
         outputs = stage.outputs()
         timings[stage.name] = json.loads((stage.folder / STAGE_FILE).read_text()).get("seconds", 0.0)
         return outputs
-    logger.info("stage %s: running", stage.name)
+    logger.info("stage %s: %s", stage.name, state)
+    # The folder no longer holds what its old stage.json describes once the work starts: drop the record, so that a
+    # crash part-way and a rerun with the old settings cannot take new outputs for old ones.
+    (stage.folder / STAGE_FILE).unlink(missing_ok=True)
     if stage.folder.exists() and not any(stage.folder.iterdir()):
         stage.folder.rmdir()
     started = time.time()
@@ -199,120 +455,343 @@ def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, 
     return outputs
 
 
-def run_pipeline(config: PipelineConfig) -> Path:
-    """Run every stage the methods need; returns the run folder (holding report.md and report.json)."""
-    root = Path(config.run.output or "")
+def prepare_checkpoints(run_dir: Path, settings_hash: str) -> str | None:
+    """Make ``run_dir/checkpoints`` safe to resume: keep them only when written with ``settings_hash``.
+
+    Checkpoints without a hash file, or with another one, came from other settings (a changed learning rate, an
+    earlier run's leftovers): they are removed so training starts fresh. The hash is written before training starts,
+    so a checkpoint of an interrupted run is found again by the rerun with the same settings. Returns why the old
+    checkpoints were removed, or None.
+    """
+    checkpoints = run_dir / "checkpoints"
+    marker = run_dir / CHECKPOINT_HASH_FILE
+    recorded = (_read_json(marker) or {}).get("config_hash") if marker.is_file() else None
+    reason = None
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and recorded != settings_hash:
+        reason = (f"checkpoints in {checkpoints} were written with other settings (hash {recorded or 'unknown'}, "
+                  f"now {settings_hash}): removed, training starts fresh")
+        logger.warning("%s", reason)
+        shutil.rmtree(checkpoints)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"config_hash": settings_hash})
+    return reason
+
+
+@dataclass
+class PlannedStage:
+    """One stage of a run: its settings (hashed), the work that produces its outputs, and the config class whose
+    defaults ``--plan`` leaves out."""
+
+    stage: Stage
+    work: Callable[[], dict[str, Any]]
+    config_class: type | None = None
+
+
+@dataclass
+class RunPlan:
+    """Every stage of a run in order, and where each method's model, evaluation and training log will be."""
+
+    root: Path
+    stages: list[PlannedStage] = field(default_factory=list)
+    models: dict[tuple[str, int], str] = field(default_factory=dict)
+    evals: dict[tuple[str, int], str] = field(default_factory=dict)
+    histories: dict[tuple[str, int], str] = field(default_factory=dict)
+    bundles: dict[str, str] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+    # (method, seed) -> stage name -> the resolved settings of each stage that produced the method's model.
+    records: dict[tuple[str, int], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, stage: Stage, work: Callable[[], dict[str, Any]], cls: type | None = None) -> Stage:
+        self.stages.append(PlannedStage(stage, work, cls))
+        return stage
+
+
+def _suffix(config: PipelineConfig, seed: int) -> str:
+    # The first seed keeps the folder names of a one-seed run, so runs made before run.seeds existed are reused.
+    return "" if seed == config.run.all_seeds[0] else f"/seed-{seed}"
+
+
+def plan_pipeline(config: PipelineConfig) -> RunPlan:
+    """The stages ``run_pipeline`` runs, in order, with their resolved settings; nothing is run or written."""
     if not config.run.output:
         raise ConfigError("missing required field", file=config.source, key="run.output")
-    root.mkdir(parents=True, exist_ok=True)
-    removed = remove_temporaries(root)  # leftovers of writes a killed run did not finish
-    if removed:
-        logger.info("removed %d unfinished temporary file(s) of an interrupted run", removed)
-    atomic_write_json(root / "config.json", {"run": config_to_dict(config.run), **config.sections})
-    methods = list(dict.fromkeys(config.run.methods))
-    timings: dict[str, float] = {}
-    models: dict[str, str] = {}
-    histories: dict[str, str] = {}
-    needs = set(methods)
+    root = Path(config.run.output)
+    plan = RunPlan(root)
+    registry = config.run.registry
+    methods = [registry[name] for name in config.run.all_methods]
+    for seed in config.run.all_seeds:
+        _plan_seed(config, plan, methods, seed)
+    return plan
 
-    bundles: dict[str, str] = {}
-    # Stage name -> config hash. A stage's settings include the hashes of the stages it reads from, so a stage whose
-    # input was retrained (same folder, new contents) runs again instead of being skipped.
-    hashes: dict[str, str] = {}
-    reward_plan = {"reward": (True, "demo-vs-policy", {"grpo-irl", "dr-irl"}),
-                   "reward-single": (False, "demo-vs-policy", {"grpo"}),
-                   "reward-init-sft": (True, "init-sft", {"bon"})}
-    warm = config.run.warm_start == "sft" and bool(needs & set(GRPO_METHODS))
+
+def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], seed: int) -> None:
+    from drirl.align.trainer import AlignConfig
+    from drirl.eval.harness import EvalConfig
+    from drirl.reward.irl import RewardTrainConfig
+
+    root, sfx, first = plan.root, _suffix(config, seed), seed == config.run.all_seeds[0]
+    hashes = plan.hashes
+    kinds = {m.kind for m in methods}
+    warm = config.run.warm_start == "sft" and "grpo" in kinds
+    # DPO and DPO-S start where the GRPO methods start, so the preference methods are compared from one model.
+    dpo_warm = config.run.warm_start == "sft" and "dpo" in kinds
     # The SFT warm start's samples are negatives of the demonstration reward models: it is trained first.
     sft_negatives = warm and config.run.reward_negatives == "policy+warm_start"
-    if "sft" in methods or "bon" in methods or warm:
-        models["sft"] = _baseline(config, root, "sft", timings, hashes)
-    for name, (per_category, variant, users) in reward_plan.items():
-        if needs & users:
-            extra = models["sft"] if sft_negatives and variant == "demo-vs-policy" else None
-            rc = _reward_config(config, str(root / name / "bundle"), per_category=per_category, variant=variant,
-                                extra_negative_policy=extra)
-            inputs = {"align-sft": hashes["align-sft"]} if extra else {}
-            stage = Stage(root, name, {**_reward_settings(rc), **({"inputs": inputs} if inputs else {})})
+    bundle_users = [m for m in methods if (m.kind == "grpo" and m.reward_source == "bundle") or m.kind == "bon"
+                    or (m.kind == "dpo" and _dpo_reads_bundle(m))]
+    needs_sft_policy = any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in bundle_users
+                           ) and "sft_policy" in _field_names(RewardTrainConfig)
+    sft_model = None
+    if any(m.name == "sft" for m in methods) or "bon" in kinds or warm or dpo_warm or needs_sft_policy:
+        sft_model = _plan_baseline(config, plan, BUILTIN_METHODS["sft"], seed, sfx)
 
-            def train(rc=rc, inputs=inputs):
-                from drirl.reward.evaluate import evaluate_bundle, plot_heatmap
-                from drirl.reward.irl import train_reward_models
+    reward_of: dict[str, str] = {}
+    for method in bundle_users:
+        fixed = _reward_fixed(method)
+        key = (fixed.get("per_category"), fixed.get("variant"))
+        base_name = (_REWARD_STAGE_NAMES[key] if set(fixed) <= {"per_category", "variant"}
+                     and key in _REWARD_STAGE_NAMES else f"reward-{method.name}")
+        name = base_name + sfx
+        reward_of[method.name] = name
+        if name in plan.bundles:
+            continue
+        variant = fixed.get("variant", DEMO_VARIANT)
+        extra = sft_model if sft_negatives and variant != "init-sft" else None
+        sft_policy = sft_model if needs_sft_policy and variant in ("sft-demo", "init-sft") else None
+        rc = _reward_config(config, str(root / name / "bundle"), method, seed=seed, extra_negative_policy=extra,
+                            sft_policy=sft_policy)
+        inputs = {f"align-sft{sfx}": hashes[f"align-sft{sfx}"]} if (extra or sft_policy) else {}
+        stage = Stage(root, name, {**_reward_settings(rc), **({"inputs": inputs} if inputs else {})})
 
-                bundle = Path(rc.output)
-                # A crash after training must not cost a retraining; a retrained input (same path) must.
-                if not _bundle_matches(bundle, rc, inputs):
-                    bundle = train_reward_models(rc)
-                    if inputs:
-                        atomic_write_json(bundle.parent / BUNDLE_INPUTS_FILE, inputs)
-                metrics = evaluate_bundle(bundle, data=rc.data,
-                                          max_prompts_per_category=rc.eval_max_prompts_per_category)
-                plot_heatmap(metrics["cross_category"], metrics["categories"], bundle.parent / "heatmap.png")
-                atomic_write_json(bundle.parent / "reward_eval.json", metrics)
-                return {"bundle": str(bundle), "mean_pairwise_accuracy": metrics.get("mean_pairwise_accuracy"),
-                        "pairwise_accuracy": metrics.get("pairwise_accuracy")}
+        def train(rc=rc, inputs=inputs):
+            from drirl.reward.evaluate import evaluate_bundle, plot_heatmap
+            from drirl.reward.irl import train_reward_models
 
-            bundles[name] = _run_stage(stage, train, timings)["bundle"]
-            # What later stages read is the bundle: settings of the evaluation after training do not rerun them.
-            hashes[name] = sha256_json(_training_settings(stage.settings))[:16]
+            bundle = Path(rc.output)
+            # A crash after training must not cost a retraining; a retrained input (same path) must.
+            if not _bundle_matches(bundle, rc, inputs):
+                bundle = train_reward_models(rc)
+                if inputs:
+                    atomic_write_json(bundle.parent / BUNDLE_INPUTS_FILE, inputs)
+            metrics = evaluate_bundle(bundle, data=rc.data,
+                                      max_prompts_per_category=rc.eval_max_prompts_per_category)
+            plot_heatmap(metrics["cross_category"], metrics["categories"], bundle.parent / "heatmap.png")
+            atomic_write_json(bundle.parent / "reward_eval.json", metrics)
+            return {"bundle": str(bundle), "mean_pairwise_accuracy": metrics.get("mean_pairwise_accuracy"),
+                    "pairwise_accuracy": metrics.get("pairwise_accuracy")}
 
-    if "base" in methods:
-        from drirl.models import resolve_model
+        plan.add(stage, train, RewardTrainConfig)
+        plan.bundles[name] = rc.output
+        # What later stages read is the bundle: settings of the evaluation after training do not rerun them.
+        hashes[name] = sha256_json(_training_settings(stage.settings))[:16]
 
-        models["base"] = resolve_model(config.run.policy)
-    for method, bundle_name, scaling in (("grpo", "reward-single", "none"), ("grpo-irl", "reward", "none"),
-                                         ("dr-irl", "reward", "both")):
-        if method in methods:
-            ac = _align_config(config, str(root / f"align-{method}" / "run"), bundles[bundle_name], scaling,
-                               start=models["sft"] if warm else None)
-            inputs = {bundle_name: hashes[bundle_name], **({"align-sft": hashes["align-sft"]} if warm else {})}
-            stage = Stage(root, f"align-{method}", {**config_to_dict(ac), "inputs": inputs})
-            hashes[f"align-{method}"] = stage.hash
+    def record(method: Method, *stage_names: str) -> None:
+        settings = {n: s.stage.settings for s in plan.stages for n in stage_names if s.stage.name == n}
+        plan.records[(method.name, seed)] = settings
 
-            def align(ac=ac):
-                from drirl.align.trainer import run_align
-
-                return {"model": str(run_align(ac, resume=True)), "run": ac.output}
-
-            out = _run_stage(stage, align, timings)
-            models[method], histories[method] = out["model"], out["run"]
-    if "dpo" in methods:
-        models["dpo"] = _baseline(config, root, "dpo", timings, hashes)
-
-    results: dict[str, dict[str, Any]] = {}
-    scorer = next((name for name in ("reward", "reward-single") if name in bundles), None)
     for method in methods:
-        model = models["sft"] if method == "bon" else models[method]
-        ec = _eval_config(config, model, str(root / f"eval-{method}"), bundles.get(scorer) if scorer else None)
-        sources = {"base": [], "bon": ["align-sft", "reward-init-sft"]}.get(method, [f"align-{method}"])
-        sources = sources + ([scorer] if scorer and scorer not in sources else [])
-        stage = Stage(root, f"eval-{method}", {**config_to_dict(ec), "method": method,
-                                                "bundle": bundles.get("reward-init-sft") if method == "bon" else None,
-                                                "inputs": {name: hashes[name] for name in sources}})
+        if method.kind == "base" and first:
+            from drirl.models import resolve_model
 
-        def evaluate(ec=ec, method=method):
+            plan.models[(method.name, seed)] = str(resolve_model(config.run.policy))
+            record(method)
+        elif method.kind == "sft":
+            # The built-in sft is the warm start itself; a custom one trains its own model.
+            model = sft_model if method.name == "sft" else _plan_baseline(config, plan, method, seed, sfx)
+            plan.models[(method.name, seed)] = model
+            record(method, f"align-{method.name}{sfx}")
+    for method in methods:
+        if method.kind != "grpo":
+            continue
+        name = f"align-{method.name}{sfx}"
+        bundle_stage = reward_of.get(method.name)
+        ac = _align_config(config, str(root / name / "run"), method, plan.bundles.get(bundle_stage),
+                           start=sft_model if warm else None, seed=seed)
+        inputs = {**({bundle_stage.split("/")[0]: hashes[bundle_stage]} if bundle_stage else {}),
+                  **({"align-sft": hashes[f"align-sft{sfx}"]} if warm else {})}
+        stage = Stage(root, name, {**config_to_dict(ac), "inputs": inputs})
+        hashes[name] = stage.hash
+
+        def align(ac=ac, stage=stage):
+            from drirl.align.trainer import run_align
+
+            prepare_checkpoints(Path(ac.output), stage.hash)
+            return {"model": str(run_align(ac, resume=True)), "run": ac.output}
+
+        plan.add(stage, align, AlignConfig)
+        plan.models[(method.name, seed)] = str(Path(ac.output) / "model")
+        plan.histories[(method.name, seed)] = ac.output
+        record(method, *([bundle_stage] if bundle_stage else []), *([f"align-sft{sfx}"] if warm else []), name)
+    for method in methods:
+        if method.kind == "dpo":
+            plan.models[(method.name, seed)] = _plan_baseline(config, plan, method, seed, sfx,
+                                                              plan.bundles.get(reward_of.get(method.name, "")),
+                                                              start=sft_model if dpo_warm else None)
+            record(method, *([reward_of[method.name]] if method.name in reward_of else []),
+                   *([f"align-sft{sfx}"] if dpo_warm else []), f"align-{method.name}{sfx}")
+        elif method.kind == "bon":
+            record(method, f"align-sft{sfx}", reward_of[method.name])
+
+    scorer = next((name + sfx for name in ("reward", "reward-single") if name + sfx in plan.bundles), None)
+    for method in methods:
+        if method.kind == "base" and not first:
+            continue
+        model = sft_model if method.kind == "bon" else plan.models[(method.name, seed)]
+        name = f"eval-{method.name}{sfx}"
+        ec = _eval_config(config, model, str(root / name), plan.bundles.get(scorer) if scorer else None, seed=seed)
+        sources = {"base": [], "bon": [f"align-sft{sfx}", reward_of.get(method.name, "")]}.get(
+            method.kind, [f"align-{method.name}{sfx}"])
+        sources = sources + ([scorer] if scorer and scorer not in sources else [])
+        bon_bundle = plan.bundles.get(reward_of.get(method.name, "")) if method.kind == "bon" else None
+        stage = Stage(root, name, {**config_to_dict(ec), "method": method.name, "bundle": bon_bundle,
+                                   "inputs": {n.split("/")[0]: hashes[n] for n in sources}})
+
+        def evaluate(ec=ec, method=method, bon_bundle=bon_bundle, seed=seed):
             from drirl.eval.harness import evaluate as run_eval
 
             responder = None
-            if method == "bon":
+            if method.kind == "bon":
                 from drirl.align.baselines import BestOfNConfig, BestOfNResponder
 
-                bon = section_config(BestOfNConfig, config, "bon", defaults={"seed": config.run.seed})
-                responder = BestOfNResponder.from_paths(models["sft"], bundles["reward-init-sft"], bon)
+                bon = section_config(BestOfNConfig, config, "bon", method.fixed_in("bon"), defaults={"seed": seed},
+                                     method=method)
+                responder = BestOfNResponder.from_paths(sft_model, bon_bundle, bon)
             result = run_eval(ec, responder=responder)
             return {"eval": str(Path(ec.output) / "eval.json"), "headline": {
                 k: result.to_dict().get(k) for k in ("harmful_refusal", "benign_compliance", "qa_accuracy")}}
 
-        out = _run_stage(stage, evaluate, timings)
-        results[method] = json.loads(Path(out["eval"]).read_text())
+        plan.add(stage, evaluate, EvalConfig)
+        plan.evals[(method.name, seed)] = ec.output
+        plan.records.setdefault((method.name, seed), {})[name] = stage.settings
 
+
+def _dpo_reads_bundle(method: Method) -> bool:
+    """DPO-S computes α^M from reward gaps: it reads the category models when its config has a field for them."""
+    from drirl.align.baselines import DPOBaselineConfig
+
+    return (method.fixed_in("dpo").get("scaling_mode", "none") != "none"
+            and "reward_models" in _field_names(DPOBaselineConfig))
+
+
+def run_pipeline(config: PipelineConfig) -> Path:
+    """Run every stage the methods need; returns the run folder (holding report.md and report.json)."""
+    plan = plan_pipeline(config)
+    root = plan.root
+    root.mkdir(parents=True, exist_ok=True)
+    removed = remove_temporaries(root)  # leftovers of writes a killed run did not finish
+    if removed:
+        logger.info("removed %d unfinished temporary file(s) of an interrupted run", removed)
+    atomic_write_json(root / "config.json", run_record(config, plan))
+    timings: dict[str, float] = {}
+    for planned in plan.stages:
+        plan.outputs[planned.stage.name] = _run_stage(planned.stage, planned.work, timings)
+
+    seeds = config.run.all_seeds
+    methods = config.run.all_methods
+    results = {m: json.loads((Path(plan.evals[(m, seeds[0])]) / "eval.json").read_text()) for m in methods}
     from drirl.report import write_report
 
     final = None
-    if config.run.final_method in models and config.run.final_method in methods:
-        final = _export_final(config, root, models[config.run.final_method], results.get(config.run.final_method))
-    write_report(root, config, results, histories, timings, bundles, final)
+    key = (config.run.final_method, seeds[0])
+    if config.run.final_method in methods and key in plan.models:
+        records = plan.records.get(key, {})
+        final = _export_final(config, root, plan.models[key], results.get(config.run.final_method), records)
+    histories = {m: d for (m, s), d in plan.histories.items() if s == seeds[0]}
+    bundles = {name: path for name, path in plan.bundles.items() if "/" not in name}
+    write_report(root, config, results, histories, timings, bundles, final, runs=_runs(config, plan))
     return root
+
+
+def _runs(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
+    """What the report needs beyond the first seed: eval folders per method and seed, the comparisons to make, and
+    each method's resolved settings."""
+    registry = config.run.registry
+    methods = config.run.all_methods
+    classes = {p.stage.name: p.config_class for p in plan.stages}
+    return {"seeds": config.run.all_seeds,
+            "evals": {m: {s: d for (mm, s), d in plan.evals.items() if mm == m} for m in methods},
+            "pairs": comparison_pairs(methods, registry, config.run.warm_start == "sft"),
+            # Training stages only: every method's evaluation settings are the eval section's (config.json has them).
+            "settings": {m: {name: compact_settings(values, classes.get(name)) for name, values in
+                             plan.records.get((m, config.run.all_seeds[0]), {}).items()
+                             if not name.startswith("eval-")} for m in methods}}
+
+
+def comparison_pairs(methods: list[str], registry: Mapping[str, Method], warm: bool) -> list[tuple[str, str]]:
+    """(A, B) pairs the report compares on shared prompts: every method against base, every GRPO method against its
+    start (sft with a warm start), the ordered GRPO methods (grpo-irl − grpo, dr-irl − grpo, dr-irl − grpo-irl),
+    DPO-S against DPO, and every ablation or custom method against the method it extends or varies."""
+    pairs: list[tuple[str, str]] = []
+    present = set(methods)
+
+    def add(a: str, b: str) -> None:
+        if a in present and b in present and a != b and (a, b) not in pairs:
+            pairs.append((a, b))
+
+    for m in methods:
+        add(m, "base")
+    for m in methods:
+        if registry[m].kind == "grpo" and warm:
+            add(m, "sft")
+    for a, b in (("grpo-irl", "grpo"), ("dr-irl", "grpo"), ("dr-irl", "grpo-irl"), ("dpo-s", "dpo")):
+        add(a, b)
+    for m in methods:
+        if m.startswith("sft-best-of-"):
+            add(m, "sft")
+    for m in methods:
+        method = registry[m]
+        if method.extends:
+            add(m, method.extends)
+        elif m.startswith("dr-irl-"):
+            add(m, "dr-irl")
+        elif m == "dr-irl-external":
+            add(m, "grpo-external")
+    return pairs
+
+
+def _defaults(cls: type | None) -> dict[str, Any]:
+    if cls is None:
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def compact_settings(settings: Mapping[str, Any], cls: type | None) -> dict[str, Any]:
+    """The settings that differ from ``cls``'s defaults (every key when ``cls`` is None), without the output path."""
+    defaults = _defaults(cls)
+    return {k: v for k, v in settings.items()
+            if k not in ("output",) and (k not in defaults or json.dumps(defaults[k], default=str)
+                                         != json.dumps(v, default=str))}
+
+
+def run_record(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
+    """config.json: what the user asked for (``requested``), and per method and seed the resolved settings of every
+    stage that produced its model and its evaluation (``methods``) — the settings that actually ran."""
+    registry = config.run.registry
+    methods = config.run.all_methods
+    return {"run": config_to_dict(config.run), "requested": config.sections,
+            "methods": {m: {"kind": registry[m].kind, "extends": registry[m].extends,
+                            "fixed": {s: dict(v) for s, v in registry[m].fixed.items()},
+                            "seeds": {str(s): plan.records.get((m, s), {}) for s in config.run.all_seeds
+                                      if (m, s) in plan.records}} for m in methods}}
+
+
+def format_plan(config: PipelineConfig, plan: RunPlan) -> str:
+    """``drirl run --plan``: each stage, whether it will be reused, and its settings that differ from the defaults."""
+    lines = [f"run folder {plan.root}; methods {', '.join(config.run.all_methods)}; "
+             f"seeds {', '.join(map(str, config.run.all_seeds))}"]
+    for planned in plan.stages:
+        stage = planned.stage
+        lines.append(f"{stage.name}: {stage.state()}")
+        for key, value in compact_settings(stage.settings, planned.config_class).items():
+            lines.append(f"    {key}: {json.dumps(value, default=str)}")
+    return "\n".join(lines) + "\n"
 
 
 # Fields of RewardTrainConfig that only concern the evaluation after training: a change reruns it, not the training.
@@ -353,30 +832,39 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _baseline(config: PipelineConfig, root: Path, method: str, timings: dict[str, float],
-              hashes: dict[str, str]) -> str:
+def _plan_baseline(config: PipelineConfig, plan: RunPlan, method: Method, seed: int, sfx: str,
+                   bundle: str | None = None, start: str | None = None) -> str:
+    """Plan an SFT or DPO stage (once per seed); returns the model folder it will write. ``start``: the model to
+    train from (default: the run's policy)."""
     from drirl.align import baselines
 
-    cls = baselines.SFTBaselineConfig if method == "sft" else baselines.DPOBaselineConfig
-    bc = section_config(cls, config, method, defaults={"seed": config.run.seed})
-    target = root / f"align-{method}" / "model"
-    stage = Stage(root, f"align-{method}", {**config_to_dict(bc), "policy": config.run.policy,
-                                            "data": config.run.data})
-    hashes[f"align-{method}"] = stage.hash
+    name = f"align-{method.name}{sfx}"
+    target = plan.root / name / "model"
+    if any(p.stage.name == name for p in plan.stages):
+        return str(target)
+    bc = _baseline_config(config, method, seed)
+    if bundle and "reward_models" in _field_names(type(bc)):
+        bc = dataclasses.replace(bc, reward_models=bundle)
+    start = start or config.run.policy
+    inputs = {"inputs": {"align-sft": plan.hashes[f"align-sft{sfx}"]}} if start != config.run.policy else {}
+    stage = Stage(plan.root, name, {**config_to_dict(bc), "policy": start, "data": config.run.data, **inputs})
+    plan.hashes[name] = stage.hash
 
     def train():
         from drirl.data.schema import load_bundled, read_examples
 
         examples = read_examples(config.run.data) if config.run.data else load_bundled()
         examples = [e for e in examples if e.split == "train" and e.demonstration]
-        if method == "sft":
-            return {"model": str(baselines.train_sft(examples, config.run.policy, target, bc))}
-        return {"model": str(baselines.train_dpo(examples, None, config.run.policy, target, bc))}
+        if method.kind == "sft":
+            return {"model": str(baselines.train_sft(examples, start, target, bc))}
+        return {"model": str(baselines.train_dpo(examples, None, start, target, bc))}
 
-    return _run_stage(stage, train, timings)["model"]
+    plan.add(stage, train, type(bc))
+    return str(target)
 
 
-def _export_final(config: PipelineConfig, root: Path, model: str, result: dict[str, Any] | None) -> Path:
+def _export_final(config: PipelineConfig, root: Path, model: str, result: dict[str, Any] | None,
+                  records: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Copy the chosen method's model to OUTPUT/model with a model card (base model, data, method, results)."""
     from drirl.io import atomic_directory
     from drirl.report import model_card
@@ -387,5 +875,5 @@ def _export_final(config: PipelineConfig, root: Path, model: str, result: dict[s
         for item in source.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
-        atomic_write_text(tmp / "README.md", model_card(config, result))
+        atomic_write_text(tmp / "README.md", model_card(config, result, records))
     return target

@@ -245,8 +245,13 @@ def _ci_entry(mean: float, low: float, high: float, n: int) -> dict[str, Any]:
 
 
 def _rate(values: Sequence[float | None], config: EvalConfig) -> tuple[float | None, list[float | None] | None, int]:
+    """Mean and 95% interval: Wilson for 0/1 outcomes (a rate; never zero-width), percentile bootstrap otherwise."""
+    from drirl.eval.stats import is_binary, wilson_interval
+
     mean, low, high = bootstrap_ci(values, n_resamples=config.bootstrap_resamples, seed=config.seed)
     n = sum(v is not None for v in values)
+    if is_binary(values):
+        low, high = wilson_interval(int(round(mean * n)), n)
     return _clean(mean), ([_clean(low), _clean(high)] if n else None), n
 
 

@@ -55,8 +55,13 @@ def bootstrap_ci(values: Sequence[float | None], *, n_resamples: int = 1000, con
 
 
 def per_category(values: Sequence[float | None], categories: Sequence[Hashable], *, n_resamples: int = 1000,
-                 confidence: float = 0.95, seed: int = 0) -> dict[Hashable, tuple[float, float, float, int]]:
-    """{category: (mean, low, high, n)} in order of first appearance; ``n`` counts the values that entered the mean."""
+                 confidence: float = 0.95, seed: int = 0, wilson_for_rates: bool = False,
+                 ) -> dict[Hashable, tuple[float, float, float, int]]:
+    """{category: (mean, low, high, n)} in order of first appearance; ``n`` counts the values that entered the mean.
+
+    With ``wilson_for_rates`` a category whose values are all 0/1 gets the Wilson interval of its rate (never
+    zero-width: 8 of 8 gives [0.68, 1]) instead of the bootstrap one (which reads [1, 1] whenever all values agree).
+    """
     if len(values) != len(categories):
         raise ValueError(f"{len(values)} values but {len(categories)} categories")
     groups: dict[Hashable, list[float | None]] = {}
@@ -65,7 +70,12 @@ def per_category(values: Sequence[float | None], categories: Sequence[Hashable],
     out: dict[Hashable, tuple[float, float, float, int]] = {}
     for category, group in groups.items():
         mean, low, high = bootstrap_ci(group, n_resamples=n_resamples, confidence=confidence, seed=seed)
-        out[category] = (mean, low, high, len(_finite(group)))
+        n = len(_finite(group))
+        if wilson_for_rates and n and all(v in (0.0, 1.0) for v in _finite(group)):
+            from drirl.eval.stats import wilson_interval
+
+            low, high = wilson_interval(int(round(mean * n)), n, confidence)
+        out[category] = (mean, low, high, n)
     return out
 
 

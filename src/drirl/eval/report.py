@@ -73,8 +73,9 @@ def render_markdown(result: Any) -> str:
     s = _summary(result)
     n = s.get("n", {})
     lines = [f"# Evaluation of `{s.get('model', '?')}`", "",
-             f"Judge: {s.get('judge_description') or s.get('judge', '?')}. Intervals are 95% percentile bootstrap "
-             f"intervals ({s.get('bootstrap', {}).get('resamples', '?')} resamples).", ""]
+             f"Judge: {s.get('judge_description') or s.get('judge', '?')}. Intervals are 95%: Wilson intervals for "
+             f"the overall rates, percentile bootstrap intervals ({s.get('bootstrap', {}).get('resamples', '?')} "
+             "resamples) for scores and per-category entries.", ""]
     rows = []
     for key, label, direction in HEADLINE_METRICS:
         if s.get(key) is None and key in ("harm_score", "jailbreak_refusal_overall", "test_reward"):
@@ -247,7 +248,7 @@ def compare_results(results: Mapping[str, Any]) -> str:
     if not summaries:
         return "_no results to compare_\n"
     keys = [(k, label) for k, label, _ in HEADLINE_METRICS if any(s.get(k) is not None for s in summaries.values())]
-    lines = ["## Headline metrics (95% bootstrap CI)", ""]
+    lines = ["## Headline metrics (95% CI: Wilson for rates, percentile bootstrap for scores)", ""]
     lines += _md_table(["model", *(f"{label} (`{k}`)" for k, label in keys)],
                        [[name, *(f"{_num(s.get(k))} {_ci(s.get(f'{k}_ci'))}" if s.get(k) is not None else "–"
                                  for k, _ in keys)] for name, s in summaries.items()])
