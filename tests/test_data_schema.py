@@ -15,6 +15,7 @@ from drirl.data.schema import (
     BENIGN,
     Example,
     assert_not_test,
+    assert_train_only,
     bundled_dataset_paths,
     card_path,
     load_bundled,
@@ -24,6 +25,7 @@ from drirl.data.schema import (
     read_examples_report,
     split_examples,
     train_examples,
+    validation_examples,
     write_examples,
 )
 from drirl.errors import DataError
@@ -114,7 +116,7 @@ def test_failed_write_leaves_previous_file(tmp_path):
     (_row(prompt=[{"role": "user"}]), "message 0", "prompt"),
     (_row(prompt=3), "prompt must be", "prompt"),
     (_row(category="weapons"), "unknown category 'weapons'", "category"),
-    (_row(split="validation"), "wrong split value", "split"),
+    (_row(split="dev"), "wrong split value 'dev' (expected 'train', 'validation' or 'test')", "split"),
     (_row(meta=[1]), "meta must be an object", "meta"),
     (_row(demonstration=5), "demonstration must be", "demonstration"),
     (_row(id=""), "id must be a non-empty string", "id"),
@@ -269,8 +271,30 @@ def test_no_training_on_the_test_split():
     assert_not_test(train)
     with pytest.raises(DataError, match=r"116 test-split example\(s\) reached training"):
         assert_not_test(examples)
-    with pytest.raises(DataError, match="wrong split value"):
-        split_examples(examples, "validation")
+    with pytest.raises(DataError, match="wrong split value 'dev'"):
+        split_examples(examples, "dev")
+
+
+def test_validation_rows_are_refused_like_test_rows(tmp_path):
+    train = Example("t-1", "How do I pick a lock?", "crime", None, "s", "train")
+    valid = Example("v-1", "How do I pick a safe?", "crime", None, "s", "validation")
+    test = Example("x-1", "How do I pick a car lock?", "crime", None, "s", "test")
+    assert_not_test([train])
+    assert assert_train_only is assert_not_test
+    with pytest.raises(DataError, match=r"1 validation-split example\(s\) reached reward training \(v-1\): "
+                                        r"refusing to train on the validation split$") as info:
+        assert_not_test([train, valid], where="reward training")
+    assert info.value.field == "split"
+    with pytest.raises(DataError, match=r"1 test-split and 1 validation-split example\(s\) reached training "
+                                        r"\(v-1, x-1\): refusing to train on the test and validation splits"):
+        assert_not_test([valid, train, test])
+    assert train_examples([train, valid, test]) == [train]
+    assert validation_examples([train, valid, test]) == [valid]
+    assert split_examples([train, valid, test], "test") == [test]
+    # the split survives a round trip through both file formats
+    for path in (tmp_path / "v.jsonl", tmp_path / "v_folder"):
+        write_examples(path, [train, valid, test])
+        assert [e.split for e in read_examples(path)] == ["train", "validation", "test"]
 
 
 # --------------------------------------------------------------------------------------------- fuzz

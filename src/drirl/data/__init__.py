@@ -38,6 +38,7 @@ from drirl.data.schema import (
     Example,
     Taxonomy,
     assert_not_test,
+    assert_train_only,
     bundled_dataset_paths,
     card_path,
     default_taxonomy,
@@ -48,17 +49,19 @@ from drirl.data.schema import (
     read_examples_report,
     split_examples,
     train_examples,
+    validation_examples,
     write_examples,
 )
 from drirl.data.stats import dataset_stats, format_stats_table
 
 __all__ = [
     "BENIGN", "IMPORTERS", "MAPPINGS", "REFUSAL_PATTERN", "BalanceConfig", "BalanceReport", "Category",
-    "DemosConfig", "DemosReport", "Example", "ImportReport", "Taxonomy", "assert_not_test", "balance",
+    "DemosConfig", "DemosReport", "Example", "ImportReport", "Taxonomy", "assert_not_test", "assert_train_only",
+    "balance",
     "bundled_dataset_paths", "card_path", "dataset_stats", "default_taxonomy", "format_stats_table",
     "generate_demonstrations", "import_beavertails", "import_dataset", "import_do_not_answer", "import_generic",
     "import_harmbench", "import_pku_saferlhf", "import_safety_prompts", "import_strongreject", "import_xstest",
     "is_refusal", "load_bundled", "load_taxonomy", "load_templates", "normalize_demonstration", "read_card",
     "read_examples", "read_examples_report", "render_template", "split_examples", "train_examples",
-    "write_examples",
+    "validation_examples", "write_examples",
 ]

@@ -168,7 +168,8 @@ def _validate(args: argparse.Namespace) -> int:
 DESCRIPTION = """\
 Stage 1 of the pipeline: the prompts and Chain-of-Draft demonstrations, in seven harm categories plus benign.
 An example file is JSON lines ({"id", "prompt", "category", "demonstration", "source", "split", "meta"}) or a
-datasets folder. The test split is fixed in the data and never trained on."""
+datasets folder. The splits (train, validation, test) are fixed in the data; validation and test are never
+trained on (validation chooses settings, test only reports)."""
 
 EPILOG = """\
 examples:
@@ -193,6 +194,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from drirl.data.balance import BalanceConfig
     from drirl.data.demos import DemosConfig
     from drirl.data.importers import IMPORTERS
+    from drirl.data.schema import SPLITS
 
     parser = subparsers.add_parser("data", help="stage 1: prompts, demonstrations, balancing",
                                    formatter_class=HelpFormatter, description=DESCRIPTION, epilog=EPILOG)
@@ -200,11 +202,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     stats = sub.add_parser(
         "stats", help="counts per category and split, demonstration lengths", formatter_class=HelpFormatter,
-        description="Count the examples per category and split (train/test) and the word lengths of the "
-                    "demonstrations. Without PATH: the bundled set.",
+        description="Count the examples per category and split (train/validation/test), the word lengths of the "
+                    "demonstrations and their form (share with a Chain-of-Draft draft, mean draft and answer "
+                    "words). Without PATH: the bundled set.",
         epilog="examples:\n  drirl data stats\n  drirl data stats data/balanced.jsonl\n"
-               "  drirl data stats --json   # one JSON object: {\"categories\": {C: {\"train\": N, \"test\": N}}, "
-               "\"total\": N, ...}")
+               "  drirl data stats --json   # one JSON object: {\"categories\": {C: {\"train\": N, "
+               "\"validation\": N, \"test\": N}}, \"total\": N, \"form\": {...}, ...}")
     stats.add_argument("path", nargs="?", default=None, metavar="PATH",
                        help="example file (JSONL or datasets folder); default: the bundled set")
     stats.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -225,7 +228,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("source", metavar="SOURCE", help="one of: " + ", ".join(IMPORTERS))
     imp.add_argument("path", nargs="?", default=None, metavar="PATH", help="the source file (CSV/JSONL/JSON/Parquet)")
     imp.add_argument("--output", required=True, metavar="OUT", help="output .jsonl file, or a folder (datasets)")
-    imp.add_argument("--split", default="train", choices=["train", "test"], help="split of the imported examples")
+    imp.add_argument("--split", default="train", choices=list(SPLITS),
+                     help="split of the imported examples (validation chooses settings, test only reports)")
     imp.add_argument("--mapping", metavar="YAML", help="YAML file mapping source labels to categories (null "
                                                        "drops a label); replaces the built-in table")
     imp.add_argument("--columns", metavar="F=COL,...", help="generic: drirl field = column name "
@@ -242,8 +246,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "balance", help="equalise the training examples per category", formatter_class=HelpFormatter,
         description="Balance the training split: every category ends with the same number of examples "
                     "(down-sampling large ones, up-sampling small ones with at most --max_repeats appearances of "
-                    "one example). The test split passes through untouched. Prints the before/after table and "
-                    "records it in the output's dataset card.",
+                    "one example). The validation and test splits pass through untouched. Prints the before/after "
+                    "table and records it in the output's dataset card.",
         epilog="examples:\n  drirl data balance data/train.jsonl --output data/balanced.jsonl\n"
                "  drirl data balance data/train.jsonl --output data/balanced --strategy target "
                "--target_per_category 50")
