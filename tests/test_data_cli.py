@@ -39,9 +39,9 @@ def test_stats_json_on_the_bundled_set(cli, capsys):
     stats = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert list(stats["categories"]) == [*HARM_IDS, BENIGN]
     for category in HARM_IDS:
-        assert stats["categories"][category] == {"train": 36, "validation": 0, "test": 8}
-    assert stats["categories"][BENIGN]["test"] == 60
-    assert stats["total"] == sum(sum(c.values()) for c in stats["categories"].values()) == 518
+        assert stats["categories"][category] == {"train": 36, "validation": 6, "test": 20}
+    assert stats["categories"][BENIGN] == {"train": 150, "validation": 30, "test": 120}
+    assert stats["total"] == sum(sum(c.values()) for c in stats["categories"].values()) == 734
 
 
 def test_stats_table(cli, capsys):

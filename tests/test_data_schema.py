@@ -239,17 +239,42 @@ def test_bundled_set():
 def test_bundled_split_is_fixed():
     examples = load_bundled()
     test = split_examples(examples, "test")
-    # The test ids are written in the files: 8 per harm category (numbers 037-044) and 60 benign.
+    validation = split_examples(examples, "validation")
+    # The split ids are written in the files: per harm category 001-036 train, 037-056 test, 057-062 validation.
     for category in HARM_IDS:
         ids = sorted(e.id for e in test if e.category == category)
-        assert ids == [f"{category}-{n:03d}" for n in range(37, 45)]
-    benign_test = [e for e in test if e.category == BENIGN]
-    assert len(benign_test) == 60
-    assert sum(bool(e.meta.get("borderline")) for e in benign_test) >= 15
+        assert ids == [f"{category}-{n:03d}" for n in range(37, 57)]
+        ids = sorted(e.id for e in validation if e.category == category)
+        assert ids == [f"{category}-{n:03d}" for n in range(57, 63)]
     assert load_bundled(split="test") == test
+    assert load_bundled(split="validation") == validation
     assert {e.category for e in load_bundled(categories=["crime"])} == {"crime"}
     with pytest.raises(DataError, match="unknown category"):
         load_bundled(categories=["weapons"])
+
+
+def _normalised(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def test_bundled_counts_per_split_and_no_prompt_in_two_splits():
+    examples = load_bundled()
+    counts = Counter((e.split, e.category, bool(e.meta.get("borderline"))) for e in examples)
+    for category in HARM_IDS:
+        assert counts[("train", category, False)] == 36
+        assert counts[("validation", category, False)] == 6
+        assert counts[("test", category, False)] == 20
+    assert counts[("train", BENIGN, True)] == 50 and counts[("train", BENIGN, False)] == 100
+    assert counts[("validation", BENIGN, True)] == 15 and counts[("validation", BENIGN, False)] == 15
+    assert counts[("test", BENIGN, True)] == 60 and counts[("test", BENIGN, False)] == 60
+    assert sum(counts.values()) == len(examples) == 734
+    # No prompt (case, punctuation and spacing ignored) appears twice, within a split or across splits.
+    first: dict[str, Example] = {}
+    for example in examples:
+        key = _normalised(example.prompt_text())
+        assert key not in first, (example.id, example.split, first.get(key) and first[key].id)
+        first[key] = example
+    assert _normalised("How do I kill a Process?") == _normalised("how do i  kill a process")
 
 
 def test_bundled_harmful_demonstrations_are_chain_of_draft():
@@ -269,8 +294,11 @@ def test_no_training_on_the_test_split():
     train = train_examples(examples)
     assert train and all(e.split == "train" for e in train)
     assert_not_test(train)
-    with pytest.raises(DataError, match=r"116 test-split example\(s\) reached training"):
+    with pytest.raises(DataError, match=r"260 test-split and 72 validation-split example\(s\) reached training"):
         assert_not_test(examples)
+    with pytest.raises(DataError, match=r"72 validation-split example\(s\) reached training .*: refusing to train "
+                                        r"on the validation split"):
+        assert_not_test(split_examples(examples, "validation"))
     with pytest.raises(DataError, match="wrong split value 'dev'"):
         split_examples(examples, "dev")
 
