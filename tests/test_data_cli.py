@@ -126,3 +126,18 @@ def test_every_subcommand_has_help_with_an_example(cli, capsys, action):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "example" in out and f"drirl data {action}" in out
+
+
+def test_stats_form_table_shows_the_same_form_for_harmful_and_benign(cli, capsys):
+    assert cli(["data", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    form = stats["form"]
+    assert set(form) == {*HARM_IDS, BENIGN}
+    assert all(form[c]["with_draft"] == 1.0 for c in form)  # every demonstration has a draft, benign ones too
+    assert form[BENIGN]["n"] == 300 and stats["form_harmful"]["n"] == 434
+    assert 0 < form[BENIGN]["draft_words"] < 15 and 0 < stats["form_harmful"]["draft_words"] < 15
+    assert cli(["data", "stats"]) == 0
+    out = capsys.readouterr().out
+    assert "with draft" in out and "draft words" in out and "answer words" in out
+    benign_row = next(line for line in out.splitlines()[out.splitlines().index("") + 1:] if line.startswith(BENIGN))
+    assert benign_row.split()[:3] == [BENIGN, "300", "100%"]

@@ -28,7 +28,8 @@ SECRET = "sk-test-0123456789-very-secret"
 HARMFUL_REPLY = ("Sure, here is the demonstration.\n**Draft:** pick lock -> burglary risk -> refuse -> locksmith\n"
                  "**Answer:** I can't help you get into a home that isn't yours. A licensed locksmith can help "
                  "if it is your own door.")
-BENIGN_REPLY = "Use `kill PID`, and `kill -9 PID` if the process ignores the polite signal."
+BENIGN_REPLY = ("Draft: stuck process -> sysadmin task -> answer with commands\n"
+                "Answer: Use `kill PID`, and `kill -9 PID` if the process ignores the polite signal.")
 
 
 # --------------------------------------------------------------------------------------------- a fake endpoint
@@ -84,7 +85,7 @@ class FakeEndpoint:
             return "Draft: lock -> fine\nAnswer: Sure, use a tension wrench and a pick."
         if "TOO-LONG" in content:
             return "Draft: a -> b\nAnswer: I can't help with that. " + "word " * 200
-        if "do not write a \"Draft:\" line" in content:  # the benign template
+        if "The request below is harmless" in content:  # the benign template
             return BENIGN_REPLY
         return HARMFUL_REPLY
 
@@ -254,7 +255,8 @@ def test_local_teacher_writes_rejects_and_resumes(tmp_path, tiny_lm_path):
     rows = [json.loads(line) for line in rejected.read_text().splitlines()]
     # The tiny model writes noise: every reply is rejected, with its reason and the raw output kept.
     assert len(rows) + len(_ids(tmp_path / "demos.jsonl")) == 3
-    known = {"no draft", "no answer", "no refusal", "too short", "too long", "empty", "refusal of a benign prompt"}
+    known = {"no draft", "no answer", "no refusal", "too short", "too long", "empty", "refusal of a benign prompt",
+             "refusing draft of a benign prompt"}
     assert rows and all(r["reason"] in known and "output" in r for r in rows)
     second = generate_demonstrations(config)
     assert second.already_done == 3 and second.generated == 3
@@ -290,14 +292,26 @@ def test_templates(tmp_path):
     ("Draft:\nAnswer: I can't help with that request at all.", "crime", "no draft"),
     ("Draft: a -> b", "crime", "no answer"),
     ("Draft: a -> b\nAnswer: I can't help.", "crime", "too short"),
-    ("Paris is the capital of France, a city of art.", BENIGN, None),
-    ("I'm sorry, but I cannot help with killing processes.", BENIGN, "refusal of a benign prompt"),
+    ("Draft: capital question -> geography fact -> answer\nAnswer: Paris is the capital of France.", BENIGN, None),
+    ("Draft: capital question -> answer\nParis is the capital of France, a city of art.", BENIGN, None),
+    ("Paris is the capital of France, a city of art.", BENIGN, "no draft"),
+    ("Answer: Paris is the capital of France, a city of art.", BENIGN, "no draft"),
+    ("Draft: kill process -> refuse\nAnswer: I'm sorry, but I cannot help with killing processes.", BENIGN,
+     "refusal of a benign prompt"),
+    ("Draft: kill process -> violence -> Refuse\nAnswer: Run kill PID, or kill -9 PID if it hangs.", BENIGN,
+     "refusing draft of a benign prompt"),
+    ("Draft: decline meeting -> etiquette -> polite wording\nAnswer: Thank them and say you have a clash.", BENIGN,
+     None),
+    ("  **  ", BENIGN, "empty"),
 ])
 def test_normalize_demonstration(text, category, reason):
     demonstration, got, _ = normalize_demonstration(text, category, min_words=10)
     assert got == reason
-    if reason is None and category != BENIGN:
-        assert demonstration.startswith("Draft: ") and "\nAnswer: " in demonstration
+    if reason is None:  # harmful and benign demonstrations leave in the same shape
+        assert demonstration.startswith("Draft: ") and demonstration.count("\nAnswer: ") == 1
+        assert demonstration.splitlines()[1] in text or demonstration.splitlines()[1][len("Answer: "):] in text
+    else:
+        assert demonstration is None
 
 
 def test_refusal_regex():

@@ -277,15 +277,18 @@ def test_bundled_counts_per_split_and_no_prompt_in_two_splits():
     assert _normalised("How do I kill a Process?") == _normalised("how do i  kill a process")
 
 
-def test_bundled_harmful_demonstrations_are_chain_of_draft():
-    from drirl.data.demos import normalize_demonstration
+def test_bundled_demonstrations_all_have_the_chain_of_draft_form():
+    from drirl.data.demos import is_refusal, normalize_demonstration
 
+    # Harmful and benign alike: "Draft: a -> b -> c\nAnswer: ...", so the form itself carries no decision.
     for example in load_bundled():
         demonstration, reason, _ = normalize_demonstration(example.demonstration, example.category)
         assert reason is None, (example.id, reason)
-        if example.category != BENIGN:
-            assert demonstration == example.demonstration
-            assert example.demonstration.startswith("Draft: ") and "\nAnswer: " in example.demonstration
+        assert demonstration == example.demonstration
+        draft_line, answer_line = example.demonstration.split("\n")
+        assert draft_line.startswith("Draft: ") and answer_line.startswith("Answer: ")
+        assert 3 <= len(draft_line.split(" -> ")) <= 5, example.id
+        assert is_refusal(answer_line) == (example.category != BENIGN), example.id
 
 
 # --------------------------------------------------------------------------------------------- split guard

@@ -2,9 +2,9 @@
 
 For every example without a demonstration, the teacher (a local transformers model, or an OpenAI-compatible
 endpoint) is prompted with its category's template (``templates/<category>.txt``, editable; ``{prompt}`` is
-replaced by the request). The reply is normalised to ``"Draft: ...\\nAnswer: ..."`` for harmful prompts and
-filtered: a draft must be present, the answer must refuse (harmful) or must not refuse (benign), and the length
-must lie within word bounds. Accepted examples go to the output JSONL, rejected ones with their reason to
+replaced by the request). Every reply, harmful or benign, is normalised to ``"Draft: ...\\nAnswer: ..."`` (the form
+carries no decision) and filtered: a draft must be present, the answer must refuse (harmful) or must not refuse
+(benign), and the length must lie within word bounds. Accepted examples go to the output JSONL, rejected ones with their reason to
 ``<output>.rejected.jsonl``.
 
 Both files are append-only, each line flushed and fsynced as it is written, so a killed run loses at most the
@@ -58,6 +58,9 @@ REFUSAL_PATTERN = re.compile(
 _DRAFT = re.compile(r"draft\s*:", re.IGNORECASE)
 _ANSWER = re.compile(r"answer\s*:", re.IGNORECASE)
 _DECORATION = " \t\r\n*_#`>-"
+# A draft step that is the decision to refuse ("refuse", "decline politely"); "decline meeting" is a topic, not one.
+_REFUSING_STEP = re.compile(r"^(?:refus|declin)\w*(?:\s+(?:politely|firmly|gently|to\s+help|(?:the\s+)?request))?$",
+                            re.IGNORECASE)
 
 
 def is_refusal(text: str) -> bool:
@@ -180,40 +183,43 @@ def render_template(template: str, example: Example, taxonomy: Taxonomy | None =
 
 
 # --------------------------------------------------------------------------------------------- filtering
+def _refusing_draft(draft: str) -> bool:
+    # A benign draft whose steps decide to refuse contradicts a helpful answer: the pair teaches nothing coherent.
+    return any(_REFUSING_STEP.match(step.strip()) for step in draft.split("->"))
+
+
 def normalize_demonstration(text: str, category: str, *, min_words: int = 5,
                             max_words: int = 120) -> tuple[str | None, str | None, str]:
     """Return ``(demonstration, None, "")`` if the teacher's reply passes the filters, else
-    ``(None, reason, detail)``. Harmful replies are reshaped to ``"Draft: <steps>\\nAnswer: <answer>"``."""
+    ``(None, reason, detail)``. Every reply, harmful or benign, is reshaped to ``"Draft: <steps>\\nAnswer: <answer>"``
+    (METHOD.md §2.2): the same form on both sides, so that only the content of the draft and answer carries the
+    decision. A harmful answer must refuse; a benign answer must not, and its draft must not decide to refuse."""
     text = (text or "").strip()
+    if not text.strip(_DECORATION):
+        return None, "empty", ""
+    draft_match = _DRAFT.search(text)
+    if not draft_match:
+        return None, "no draft", "no 'Draft:' in the reply"
+    rest = text[draft_match.end():]
+    answer_match = _ANSWER.search(rest)
+    if answer_match:
+        draft, answer = rest[:answer_match.start()], rest[answer_match.end():]
+    else:  # no "Answer:" label: the draft is its first line, the answer what follows
+        draft, _, answer = rest.strip().partition("\n")
+    draft = " ".join(draft.split()).strip(_DECORATION)
+    answer = answer.strip(_DECORATION)
+    if not draft:
+        return None, "no draft", "empty 'Draft:'"
+    if not answer:
+        return None, "no answer", "nothing after the draft"
     if category == BENIGN:
-        answer = text
-        match = _ANSWER.match(answer)
-        if match:
-            answer = answer[match.end():]
-        demonstration = answer.strip(_DECORATION)
-        if not demonstration:
-            return None, "empty", ""
-        if is_refusal(demonstration):
-            return None, "refusal of a benign prompt", REFUSAL_PATTERN.search(demonstration).group(0)
-    else:
-        draft_match = _DRAFT.search(text)
-        if not draft_match:
-            return None, "no draft", "no 'Draft:' in the reply"
-        rest = text[draft_match.end():]
-        answer_match = _ANSWER.search(rest)
-        if answer_match:
-            draft, answer = rest[:answer_match.start()], rest[answer_match.end():]
-        else:  # no "Answer:" label: the draft is its first line, the answer what follows
-            draft, _, answer = rest.strip().partition("\n")
-        draft = " ".join(draft.split()).strip(_DECORATION)
-        answer = answer.strip(_DECORATION)
-        if not draft:
-            return None, "no draft", "empty 'Draft:'"
-        if not answer:
-            return None, "no answer", "nothing after the draft"
-        if not is_refusal(answer):
-            return None, "no refusal", "the answer does not refuse"
-        demonstration = f"Draft: {draft}\nAnswer: {answer}"
+        if is_refusal(answer):
+            return None, "refusal of a benign prompt", REFUSAL_PATTERN.search(answer).group(0)
+        if _refusing_draft(draft):
+            return None, "refusing draft of a benign prompt", f"the draft decides to refuse: {draft}"
+    elif not is_refusal(answer):
+        return None, "no refusal", "the answer does not refuse"
+    demonstration = f"Draft: {draft}\nAnswer: {answer}"
     words = len(demonstration.split())
     if words < min_words:
         return None, "too short", f"{words} words < {min_words}"
