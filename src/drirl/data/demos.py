@@ -4,8 +4,8 @@ For every example without a demonstration, the teacher (a local transformers mod
 endpoint) is prompted with its category's template (``templates/<category>.txt``, editable; ``{prompt}`` is
 replaced by the request). Every reply, harmful or benign, is normalised to ``"Draft: ...\\nAnswer: ..."`` (the form
 carries no decision) and filtered: a draft must be present, the answer must refuse (harmful) or must not refuse
-(benign), and the length must lie within word bounds. Accepted examples go to the output JSONL, rejected ones with their reason to
-``<output>.rejected.jsonl``.
+(benign), and the length must lie within word bounds. Accepted examples go to the output JSONL, rejected ones
+with their reason to ``<output>.rejected.jsonl``.
 
 Both files are append-only, each line flushed and fsynced as it is written, so a killed run loses at most the
 batch in flight; on restart every id already in either file is skipped (no duplicates). A truncated last line
