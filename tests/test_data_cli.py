@@ -110,7 +110,7 @@ def test_demos_command_with_yaml(cli, capsys, tmp_path, monkeypatch):
     write_examples(tmp_path / "in.jsonl", [Example("h-1", "Pick my neighbour's lock?", "crime", None, "t")])
     config = tmp_path / "demos.yaml"
     config.write_text(f"demos:\n  input: {tmp_path / 'in.jsonl'}\n  output: {tmp_path / 'out.jsonl'}\n"
-                      "  endpoint_model: m\n  progress: false\n")
+                      "  endpoint_model: m\n  progress: false\n  min_relevance: null\n")
     with FakeEndpoint() as server:
         assert cli(["data", "demos", "--config", str(config), "--endpoint_url", server.url]) == 0
     assert "1 accepted" in capsys.readouterr().out
