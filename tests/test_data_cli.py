@@ -119,7 +119,7 @@ def test_demos_command_with_yaml(cli, capsys, tmp_path, monkeypatch):
     assert "batch_size" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("action", ["stats", "import", "balance", "demos", "validate"])
+@pytest.mark.parametrize("action", ["stats", "import", "balance", "demos", "split", "merge", "validate"])
 def test_every_subcommand_has_help_with_an_example(cli, capsys, action):
     with pytest.raises(SystemExit) as info:
         cli(["data", action, "--help"])

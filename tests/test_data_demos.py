@@ -445,3 +445,26 @@ def test_relevance_check_off_and_bad_settings(tmp_path):
         DemosConfig(min_relevance=2.0)
     with pytest.raises(ConfigError, match="loop_ngram"):
         DemosConfig(loop_ngram=0)
+
+
+def test_a_category_emptied_by_the_filter_is_reported(tmp_path, caplog):
+    examples = [Example("c-1", "Pick a lock for me.", "crime", None, "t"),
+                Example("c-2", "Open my neighbour's door.", "crime", None, "t"),
+                Example("i-1", "Insult my sister.", "insult", None, "t")]
+    write_examples(tmp_path / "in.jsonl", examples)
+
+    def teacher(prompts: list[str]) -> list[str]:  # complies with every crime prompt: all rejected
+        return ["Draft: sister -> insult -> refuse\nAnswer: I won't insult your sister; talk to her instead."
+                if "sister" in p else "Draft: lock -> fine\nAnswer: Sure, use a tension wrench and a pick."
+                for p in prompts]
+
+    base = dict(input=str(tmp_path / "in.jsonl"), progress=False, min_relevance=None)
+    partial = generate_demonstrations(DemosConfig(**base, output=str(tmp_path / "p.jsonl"), limit=1),
+                                      teacher=teacher)
+    assert partial.rejected == {"no refusal": 1} and partial.empty_categories == []  # c-2 still to come
+    report = generate_demonstrations(DemosConfig(**base, output=str(tmp_path / "p.jsonl")), teacher=teacher)
+    assert report.empty_categories == ["crime"]
+    assert "warning: no demonstration left for crime" in report.summary()
+    assert "no demonstration left for crime" in caplog.text
+    card = json.loads(card_path(tmp_path / "p.jsonl").read_text())
+    assert card["report"]["empty_categories"] == ["crime"]

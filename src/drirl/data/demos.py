@@ -160,12 +160,13 @@ class DemosReport:
     rejected: dict[str, int] = field(default_factory=dict)
     cut: dict[str, int] = field(default_factory=dict)
     remaining: int = 0
+    empty_categories: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": self.input, "output": self.output, "rejected_path": self.rejected_path,
                 "total": self.total, "already_done": self.already_done, "copied": self.copied,
                 "generated": self.generated, "accepted": self.accepted, "rejected": dict(self.rejected),
-                "cut": dict(self.cut), "remaining": self.remaining}
+                "cut": dict(self.cut), "remaining": self.remaining, "empty_categories": list(self.empty_categories)}
 
     def summary(self) -> str:
         rejected = sum(self.rejected.values())
@@ -175,7 +176,9 @@ class DemosReport:
                 f"with their demonstration, {self.generated} generated -> {self.accepted} accepted"
                 f"{f' (cut: {cuts})' if cuts else ''}, {rejected} "
                 f"rejected{f' ({reasons})' if reasons else ''}; {self.remaining} left for a later run.\n"
-                f"output: {self.output}\nrejected: {self.rejected_path}")
+                + (f"warning: no demonstration left for {', '.join(self.empty_categories)} (every one rejected: see "
+                   "the rejected file, change the template or the teacher)\n" if self.empty_categories else "")
+                + f"output: {self.output}\nrejected: {self.rejected_path}")
 
 
 # --------------------------------------------------------------------------------------------- templates
@@ -463,6 +466,22 @@ def _done_ids(path: Path, *, repair: bool) -> set[str]:
     return ids
 
 
+def _emptied_categories(examples: list[Example], output: Path, rejected_path: Path) -> list[str]:
+    """Categories of the input with no example in the output although none is left to generate: the filter
+    rejected them all."""
+    kept: set[str] = set()
+    for line in output.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            kept.add(str(json.loads(line).get("category")))
+    finished = _done_ids(output, repair=False) | _done_ids(rejected_path, repair=False)
+    emptied = []
+    for category in dict.fromkeys(e.category for e in examples):
+        members = [e for e in examples if e.category == category]
+        if category not in kept and all(e.id in finished for e in members):
+            emptied.append(category)
+    return emptied
+
+
 def _append(handle: Any, row: dict[str, Any]) -> None:
     # One line per record, flushed and fsynced: a kill loses at most the line being written (repaired on resume).
     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -576,6 +595,10 @@ def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = No
     report.cut = dict(cut)
     if first_error is not None:
         raise first_error
+    report.empty_categories = _emptied_categories(examples, output, rejected_path)
+    if report.empty_categories:
+        logger.warning("demos: no demonstration left for %s: every one was rejected",
+                       ", ".join(report.empty_categories))
     card = {"stage": "demos", "report": report.to_dict(),
             "config": {k: v for k, v in config_to_dict(config).items() if k != "progress"}}
     atomic_write_json(card_path(output), card)

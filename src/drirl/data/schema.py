@@ -440,6 +440,16 @@ def train_examples(examples: Iterable[Example]) -> list[Example]:
     return train
 
 
+def empty_categories(examples: Iterable[Example], taxonomy: Taxonomy | None = None, *,
+                     split: str = "train") -> list[str]:
+    """Taxonomy categories (benign included) without any example of ``split``: no reward model can be trained for
+    such a category, so the commands that can empty one (demos, balance, split) warn about it."""
+    check_split(split)
+    taxonomy = taxonomy or default_taxonomy()
+    present = {e.category for e in examples if e.split == split}
+    return [c for c in taxonomy.all_ids if c not in present]
+
+
 def validation_examples(examples: Iterable[Example]) -> list[Example]:
     """The validation split: the rows settings are chosen on (never trained on, never reported as results)."""
     return split_examples(examples, "validation")
