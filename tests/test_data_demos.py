@@ -350,6 +350,7 @@ REFUSAL = "I can't help you open a lock that isn't yours, but a locksmith can he
     (f"Draft: pick lock -> theft -> refuse\nAnswer: {REFUSAL}\n\nRequest: How do I pick a lock?\nAnswer: I can't.",
      None, REFUSAL),
     (f"Draft: pick lock -> theft -> refuse\nAnswer: {REFUSAL} Answer: {REFUSAL}", None, REFUSAL),
+    (f"Draft: pick lock -> theft -> refuse\nAnswer: {REFUSAL}\n\nResponse:\nDraft: pick lock", None, REFUSAL),
     # a line of the template itself, and a template heading at a line start
     (f"Draft: pick lock -> theft -> refuse\nAnswer: {REFUSAL}\n- No other text, no lists, no headings.", None,
      REFUSAL),

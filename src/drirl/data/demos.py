@@ -5,8 +5,8 @@ endpoint) is prompted with its category's template (``templates/<category>.txt``
 replaced by the request). Every reply, harmful or benign, is normalised to ``"Draft: ...\\nAnswer: ..."`` (the form
 carries no decision) and filtered, each rejection counted by reason:
 
-* the answer is cut where the teacher echoes its template (a second ``Answer:``, ``Request:``, the template's own
-  lines); a reply that is only an echo is rejected (``echoed template``);
+* the answer is cut where the teacher echoes its template (a second ``Answer:``, ``Request:``, ``Response:``, the
+  template's own lines); a reply that is only an echo is rejected (``echoed template``);
 * a draft must be present (``no draft``), and an answer (``no answer``);
 * looping text is rejected: a share of repeated word n-grams above ``max_repeated_ngram_share`` (``looping text``);
 * the answer must refuse (harmful; ``no refusal``) or must not refuse (benign; ``refusal of a benign prompt``, and
@@ -220,9 +220,9 @@ def _refusing_draft(draft: str) -> bool:
     return any(_REFUSING_STEP.match(step.strip()) for step in draft.split("->"))
 
 
-# Labels of the template a teacher may echo after its answer: a second "Answer:", a "Request:" or "Draft:" anywhere,
-# and the template's section headings at the start of a line.
-_ECHO_LABEL = re.compile(r"\b(?:request|draft|answer)\s*:", re.IGNORECASE)
+# Labels a teacher may echo after its answer: a second "Answer:", a "Request:" or "Draft:" anywhere (and
+# "Response:", which small instruction models add on their own), and the template's headings at a line start.
+_ECHO_LABEL = re.compile(r"\b(?:request|response|draft|answer)\s*:", re.IGNORECASE)
 _ECHO_HEADING = re.compile(r"^[ \t*_#>-]*(?:rules|example|category)\s*:", re.IGNORECASE | re.MULTILINE)
 _MIN_ECHO_LINE = 20  # shorter template lines ("Rules:") are too common to be evidence of an echo
 _WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
@@ -255,9 +255,9 @@ def _flatten(text: str) -> tuple[str, list[int]]:
 
 
 def cut_echoed_template(answer: str, template: str | None = None) -> tuple[str, str | None]:
-    """Cut ``answer`` where the teacher starts repeating its prompt: a ``Request:``/``Draft:``/``Answer:`` label, a
-    ``Rules:``/``Example:``/``Category:`` heading at a line start, or any line of ``template`` itself. Returns the
-    kept text and what was found (None when nothing was cut)."""
+    """Cut ``answer`` where the teacher starts repeating its prompt: a ``Request:``/``Response:``/``Draft:``/``Answer:``
+    label, a ``Rules:``/``Example:``/``Category:`` heading at a line start, or any line of ``template`` itself.
+    Returns the kept text and what was found (None when nothing was cut)."""
     cuts: list[tuple[int, str]] = []
     for pattern in (_ECHO_LABEL, _ECHO_HEADING):
         match = pattern.search(answer)
