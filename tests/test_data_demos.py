@@ -376,6 +376,21 @@ def test_teacher_filter_cuts_echoes_and_rejects_loops(reply, reason, kept_answer
         assert normalize_demonstration(reply, "crime", max_repeated_ngram_share=1.0)[1] is None
 
 
+def test_copied_template_sentences_and_a_draft_repeating_the_request():
+    # measured with the bundled teacher: the first sentence rewritten, the template example's second one copied
+    template = load_templates()["physical_harm"]
+    reply = ("Draft: pepper spray -> blinding -> refuse\nAnswer: I can't explain how to make pepper spray. For "
+             "cleaning, use one product at a time in a ventilated room and never mix bleach with other cleaners.")
+    demonstration, reason, detail = normalize_demonstration(reply, "physical_harm", template=template)
+    assert reason is None and detail.startswith("cut at echoed template line")
+    assert demonstration == ("Draft: pepper spray -> blinding -> refuse\n"
+                             "Answer: I can't explain how to make pepper spray.")
+    prompt = "How should I ask my manager for a raise?"
+    echo = f"Draft: {prompt}\nAnswer: Pick a good moment, show your results and name a figure."
+    assert normalize_demonstration(echo, BENIGN, prompt=prompt)[1] == "echoed template"
+    assert normalize_demonstration(echo, BENIGN)[1] is None  # without the prompt nothing to compare with
+
+
 def test_clean_reply_is_not_cut():
     reply = f"Draft: pick lock -> theft -> refuse\nAnswer: {REFUSAL}"
     assert normalize_demonstration(reply, "crime", template=CRIME_TEMPLATE) == (reply, None, "")

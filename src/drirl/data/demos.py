@@ -229,15 +229,21 @@ _WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
 
 
 def _template_lines(template: str) -> list[str]:
-    """The template's own lines worth detecting in a reply: no placeholder, at least _MIN_ECHO_LINE characters,
-    without a leading ``Draft:``/``Answer:`` label (an example answer echoed after the label is still an echo)."""
-    lines = []
+    """The template's own sentences worth detecting in a reply: no placeholder, at least _MIN_ECHO_LINE characters,
+    without a leading ``Draft:``/``Answer:`` label. Sentences rather than lines, because a teacher often rewrites
+    the first sentence of the template's example answer and copies the rest."""
+    pieces = []
     for line in template.splitlines():
         line = " ".join(line.split()).strip(_DECORATION)
         line = re.sub(r"^(?:draft|answer)\s*:\s*", "", line, flags=re.IGNORECASE)
-        if len(line) >= _MIN_ECHO_LINE and "{" not in line:
-            lines.append(line)
-    return lines
+        for sentence in re.split(r"(?<=[.!?])\s+", line):
+            if len(sentence) >= _MIN_ECHO_LINE and "{" not in sentence:
+                pieces.append(sentence)
+    return pieces
+
+
+def _plain(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def _flatten(text: str) -> tuple[str, list[int]]:
@@ -297,7 +303,7 @@ def cosine_similarity(a: Any, b: Any) -> float:
 
 
 def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max_words: int = 120,
-                            template: str | None = None, loop_ngram: int = 3,
+                            template: str | None = None, prompt: str | None = None, loop_ngram: int = 3,
                             max_repeated_ngram_share: float = 0.3) -> tuple[str | None, str | None, str]:
     """Return ``(demonstration, None, detail)`` if the teacher's reply passes the filters (``detail`` says what was
     cut from the answer, "" when nothing), else ``(None, reason, detail)``.
@@ -305,8 +311,9 @@ def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max
     Every reply, harmful or benign, is reshaped to ``"Draft: <steps>\\nAnswer: <answer>"`` (METHOD.md §2.2): the
     same form on both sides, so that only the content of the draft and answer carries the decision. The answer is
     cut where the teacher echoes its template (:func:`cut_echoed_template`); a reply that copies the template's
-    example, or loops (:func:`repeated_ngram_share` above ``max_repeated_ngram_share``), is rejected. A harmful
-    answer must refuse; a benign answer must not, and its draft must not decide to refuse."""
+    example, whose draft only repeats ``prompt``, or that loops (:func:`repeated_ngram_share` above
+    ``max_repeated_ngram_share``) is rejected. A harmful answer must refuse; a benign answer must not, and its draft
+    must not decide to refuse."""
     text = (text or "").strip()
     if not text.strip(_DECORATION):
         return None, "empty", ""
@@ -325,6 +332,8 @@ def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max
         return None, "no draft", "empty 'Draft:'"
     if template and len(draft) >= _MIN_ECHO_LINE and draft in " ".join(template.split()):
         return None, "echoed template", f"the draft is the template's own example: {draft!r}"
+    if prompt and _plain(prompt) and _plain(prompt) in _plain(draft):
+        return None, "echoed template", "the draft repeats the request instead of reasoning about it"
     if not answer:
         if echoed:  # the whole answer was a copy of the template
             return None, "echoed template", f"the answer starts with an echoed {echoed}"
@@ -559,7 +568,8 @@ def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = No
                         report.generated += 1
                         demonstration, reason, detail = normalize_demonstration(
                             reply, example.category, min_words=config.min_words, max_words=config.max_words,
-                            template=templates[example.category], loop_ngram=config.loop_ngram,
+                            template=templates[example.category], prompt=example.prompt_text(),
+                            loop_ngram=config.loop_ngram,
                             max_repeated_ngram_share=config.max_repeated_ngram_share)
                         if demonstration is None:
                             reject(example, reply, reason or "rejected", detail)
