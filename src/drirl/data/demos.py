@@ -330,7 +330,11 @@ def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max
     answer, echoed = cut_echoed_template(answer.strip(_DECORATION), template)
     if not draft:
         return None, "no draft", "empty 'Draft:'"
-    if template and len(draft) >= _MIN_ECHO_LINE and draft in " ".join(template.split()):
+    if not re.search(r"\w", answer):
+        answer = ""  # stray quotes or punctuation left before an echo are no answer
+    if _ECHO_LABEL.search(draft):
+        return None, "echoed template", f"the draft holds a template label: {draft[:60]!r}"
+    if template and len(_plain(draft)) >= _MIN_ECHO_LINE and _plain(draft) in _plain(template):
         return None, "echoed template", f"the draft is the template's own example: {draft!r}"
     if prompt and _plain(prompt) and _plain(prompt) in _plain(draft):
         return None, "echoed template", "the draft repeats the request instead of reasoning about it"

@@ -50,8 +50,9 @@ class Example:
     """One prompt with its category and (optionally) its demonstration.
 
     ``prompt`` is plain text (one user turn) or a list of chat messages ``{"role", "content"}``.
-    ``demonstration`` is the good answer: for a harmful prompt a Chain-of-Draft refusal
-    (``"Draft: ...\\nAnswer: ..."``), for a benign prompt a helpful answer; ``None`` until the teacher fills it.
+    ``demonstration`` is the good answer in Chain-of-Draft form (``"Draft: ...\\nAnswer: ..."``): for a harmful
+    prompt a refusal, for a benign prompt a helpful answer, the same form on both sides (the bundled set and the
+    teacher filter keep it so); ``None`` until the teacher fills it.
     """
 
     id: str
