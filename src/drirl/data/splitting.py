@@ -112,11 +112,11 @@ def assign_splits(examples: list[Example], config: SplitConfig | None = None,
 def format_split_table(report: SplitReport) -> str:
     """Rows per stratum: train/validation/test before -> after."""
     width = max([len("stratum"), *(len(n) for n in report.after)])
-    lines = [f"{'stratum':<{width}}  {'train':>11}  {'validation':>11}  {'test':>11}",
-             f"{'-' * width}  {'-' * 11}  {'-' * 11}  {'-' * 11}"]
+    lines = [f"{'stratum':<{width}}  {'train':>12}  {'validation':>12}  {'test':>12}",
+             f"{'-' * width}  {'-' * 12}  {'-' * 12}  {'-' * 12}"]
     for name, counts in report.after.items():
-        cells = [f"{report.before[name][s]:>4} -> {counts[s]:<3}" for s in SPLITS]
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{c:>11}" for c in cells))
+        cells = [f"{report.before[name][s]:>4} -> {counts[s]:>4}" for s in SPLITS]
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
