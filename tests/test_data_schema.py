@@ -291,6 +291,20 @@ def test_bundled_demonstrations_all_have_the_chain_of_draft_form():
         assert is_refusal(answer_line) == (example.category != BENIGN), example.id
 
 
+def test_bundled_draft_shape_is_the_same_for_harmful_and_benign():
+    # Not only "Draft:" on both sides: the number of steps and the draft length must not tell the decision either.
+    steps: dict[bool, Counter] = {True: Counter(), False: Counter()}
+    words: dict[bool, list[int]] = {True: [], False: []}
+    for example in load_bundled():
+        draft = example.demonstration.split("\n")[0][len("Draft: "):]
+        steps[example.category == BENIGN][len(draft.split(" -> "))] += 1
+        words[example.category == BENIGN].append(len(draft.split()))
+    share_four = {side: c[4] / sum(c.values()) for side, c in steps.items()}
+    assert abs(share_four[True] - share_four[False]) < 0.05, share_four
+    mean_words = {side: sum(w) / len(w) for side, w in words.items()}
+    assert abs(mean_words[True] - mean_words[False]) < 1.5, mean_words
+
+
 # --------------------------------------------------------------------------------------------- split guard
 def test_no_training_on_the_test_split():
     examples = load_bundled()

@@ -38,22 +38,26 @@ def _ordered_categories(seen: Iterable[str], taxonomy: Taxonomy | None) -> list[
 
 
 def demonstration_form(demonstrations: Iterable[str]) -> dict[str, Any] | None:
-    """The form of some demonstrations: ``{"n", "with_draft" (share 0..1), "draft_words" (mean over those with a
-    draft), "answer_words" (mean; the whole text when there is no draft)}``; None when there are none.
+    """The form of some demonstrations: ``{"n", "with_draft" (share 0..1), "draft_steps" (mean number of
+    ``->``-separated steps), "draft_words" (both means over those with a draft), "answer_words" (mean; the whole
+    text when there is no draft)}``; None when there are none.
 
     If harmful and benign demonstrations differ here (a draft only on refusals, say), the form itself tells a model
     which decision to take; the bundled set keeps these equal so that only the content decides.
     """
     drafts: list[int] = []
+    steps: list[int] = []
     answers: list[int] = []
     for text in demonstrations:
         draft, answer = split_draft(text)
         if draft is not None:
             drafts.append(word_count(draft))
+            steps.append(len(draft.split("->")))
         answers.append(word_count(answer))
     if not answers:
         return None
     return {"n": len(answers), "with_draft": round(len(drafts) / len(answers), 3),
+            "draft_steps": round(statistics.fmean(steps), 2) if steps else None,
             "draft_words": round(statistics.fmean(drafts), 1) if drafts else None,
             "answer_words": round(statistics.fmean(answers), 1)}
 
@@ -88,7 +92,7 @@ def dataset_stats(examples: Iterable[Example], taxonomy: Taxonomy | None = None)
 
 def format_stats_table(stats: dict[str, Any]) -> str:
     """Plain-text tables: counts per split and demonstration word lengths per category, then the form table
-    (share of demonstrations with a draft, mean draft words, mean answer words)."""
+    (share of demonstrations with a draft, mean draft steps, mean draft words, mean answer words)."""
     categories: dict[str, dict[str, int]] = stats["categories"]
     words: dict[str, dict[str, Any]] = stats.get("demonstration_words", {})
     width = max([len("category"), len("all harmful"), *(len(c) for c in categories)])
@@ -112,14 +116,16 @@ def format_stats_table(stats: dict[str, Any]) -> str:
     if form:
         lines.append("")
         lines.append("form of the demonstrations (a draft on one side only would let the form carry the decision)")
-        form_header = (f"{'category':<{width}}  {'demos':>6}  {'with draft':>10}  {'draft words':>11}  "
-                       f"{'answer words':>12}")
+        form_header = (f"{'category':<{width}}  {'demos':>6}  {'with draft':>10}  {'draft steps':>11}  "
+                       f"{'draft words':>11}  {'answer words':>12}")
         lines += [form_header, "-" * len(form_header)]
         rows = list(form.items())
         if stats.get("form_harmful"):
             rows.append(("all harmful", stats["form_harmful"]))
         for category, f in rows:
-            draft_words = f"{f['draft_words']:>11.1f}" if f["draft_words"] is not None else f"{'-':>11}"
-            lines.append(f"{category:<{width}}  {f['n']:>6}  {f['with_draft']:>10.0%}  {draft_words}  "
+            has_draft = f["draft_words"] is not None
+            draft_steps = f"{f['draft_steps']:>11.2f}" if has_draft else f"{'-':>11}"
+            draft_words = f"{f['draft_words']:>11.1f}" if has_draft else f"{'-':>11}"
+            lines.append(f"{category:<{width}}  {f['n']:>6}  {f['with_draft']:>10.0%}  {draft_steps}  {draft_words}  "
                          f"{f['answer_words']:>12.1f}")
     return "\n".join(lines)
