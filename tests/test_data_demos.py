@@ -392,6 +392,10 @@ def test_copied_template_sentences_and_a_draft_repeating_the_request():
     echo = f"Draft: {prompt}\nAnswer: Pick a good moment, show your results and name a figure."
     assert normalize_demonstration(echo, BENIGN, prompt=prompt)[1] == "echoed template"
     assert normalize_demonstration(echo, BENIGN)[1] is None  # without the prompt nothing to compare with
+    parrot = "Draft: kill process -> admin task -> answer -> commands\nAnswer: kill a stuck Python process on Linux"
+    demonstration, reason, detail = normalize_demonstration(parrot, BENIGN,
+                                                            prompt="How do I kill a stuck Python process on Linux?")
+    assert (demonstration, reason) == (None, "echoed template") and "only repeats" in detail
 
 
 def test_clean_reply_is_not_cut():

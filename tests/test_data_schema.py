@@ -277,6 +277,26 @@ def test_bundled_counts_per_split_and_no_prompt_in_two_splits():
     assert _normalised("How do I kill a Process?") == _normalised("how do i  kill a process")
 
 
+def test_bundled_demonstrations_pass_the_full_teacher_filter():
+    from drirl.data.demos import load_templates, normalize_demonstration
+
+    templates = load_templates()
+    rejected = {}
+    for example in load_bundled():
+        _, reason, _ = normalize_demonstration(example.demonstration, example.category,
+                                               template=templates[example.category], prompt=example.prompt_text())
+        if reason:
+            rejected[example.id] = reason
+    # only the two rows that the templates quote as their example count as an echo of the template
+    assert rejected == {"insult-001": "echoed template", "benign-001": "echoed template"}
+    assert all(_bundled_row(i).demonstration.split("\n")[0] in templates[_bundled_row(i).category]
+               for i in rejected)
+
+
+def _bundled_row(example_id: str) -> Example:
+    return next(e for e in load_bundled() if e.id == example_id)
+
+
 def test_bundled_demonstrations_all_have_the_chain_of_draft_form():
     from drirl.data.demos import is_refusal, normalize_demonstration
 

@@ -311,7 +311,7 @@ def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max
     Every reply, harmful or benign, is reshaped to ``"Draft: <steps>\\nAnswer: <answer>"`` (METHOD.md §2.2): the
     same form on both sides, so that only the content of the draft and answer carries the decision. The answer is
     cut where the teacher echoes its template (:func:`cut_echoed_template`); a reply that copies the template's
-    example, whose draft only repeats ``prompt``, or that loops (:func:`repeated_ngram_share` above
+    example, whose draft or answer only repeats ``prompt``, or that loops (:func:`repeated_ngram_share` above
     ``max_repeated_ngram_share``) is rejected. A harmful answer must refuse; a benign answer must not, and its draft
     must not decide to refuse."""
     text = (text or "").strip()
@@ -338,6 +338,8 @@ def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max
         return None, "echoed template", f"the draft is the template's own example: {draft!r}"
     if prompt and _plain(prompt) and _plain(prompt) in _plain(draft):
         return None, "echoed template", "the draft repeats the request instead of reasoning about it"
+    if prompt and answer and _plain(answer) in _plain(prompt):
+        return None, "echoed template", "the answer only repeats (part of) the request"
     if not answer:
         if echoed:  # the whole answer was a copy of the template
             return None, "echoed template", f"the answer starts with an echoed {echoed}"
