@@ -39,9 +39,9 @@ def test_stats_json_on_the_bundled_set(cli, capsys):
     stats = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert list(stats["categories"]) == [*HARM_IDS, BENIGN]
     for category in HARM_IDS:
-        assert stats["categories"][category] == {"train": 36, "test": 8}
-    assert stats["categories"][BENIGN]["test"] == 60
-    assert stats["total"] == sum(c["train"] + c["test"] for c in stats["categories"].values()) == 518
+        assert stats["categories"][category] == {"train": 36, "validation": 6, "test": 20}
+    assert stats["categories"][BENIGN] == {"train": 150, "validation": 30, "test": 120}
+    assert stats["total"] == sum(sum(c.values()) for c in stats["categories"].values()) == 734
 
 
 def test_stats_table(cli, capsys):
@@ -110,7 +110,7 @@ def test_demos_command_with_yaml(cli, capsys, tmp_path, monkeypatch):
     write_examples(tmp_path / "in.jsonl", [Example("h-1", "Pick my neighbour's lock?", "crime", None, "t")])
     config = tmp_path / "demos.yaml"
     config.write_text(f"demos:\n  input: {tmp_path / 'in.jsonl'}\n  output: {tmp_path / 'out.jsonl'}\n"
-                      "  endpoint_model: m\n  progress: false\n")
+                      "  endpoint_model: m\n  progress: false\n  min_relevance: null\n")
     with FakeEndpoint() as server:
         assert cli(["data", "demos", "--config", str(config), "--endpoint_url", server.url]) == 0
     assert "1 accepted" in capsys.readouterr().out
@@ -119,10 +119,25 @@ def test_demos_command_with_yaml(cli, capsys, tmp_path, monkeypatch):
     assert "batch_size" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("action", ["stats", "import", "balance", "demos", "validate"])
+@pytest.mark.parametrize("action", ["stats", "import", "balance", "demos", "split", "merge", "validate"])
 def test_every_subcommand_has_help_with_an_example(cli, capsys, action):
     with pytest.raises(SystemExit) as info:
         cli(["data", action, "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "example" in out and f"drirl data {action}" in out
+
+
+def test_stats_form_table_shows_the_same_form_for_harmful_and_benign(cli, capsys):
+    assert cli(["data", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    form = stats["form"]
+    assert set(form) == {*HARM_IDS, BENIGN}
+    assert all(form[c]["with_draft"] == 1.0 for c in form)  # every demonstration has a draft, benign ones too
+    assert form[BENIGN]["n"] == 300 and stats["form_harmful"]["n"] == 434
+    assert 0 < form[BENIGN]["draft_words"] < 15 and 0 < stats["form_harmful"]["draft_words"] < 15
+    assert cli(["data", "stats"]) == 0
+    out = capsys.readouterr().out
+    assert "with draft" in out and "draft words" in out and "answer words" in out
+    benign_row = next(line for line in out.splitlines()[out.splitlines().index("") + 1:] if line.startswith(BENIGN))
+    assert benign_row.split()[:3] == [BENIGN, "300", "100%"]

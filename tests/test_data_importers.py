@@ -276,3 +276,23 @@ def test_registry_and_dispatch():
         import_dataset("nope", FIXTURES / "xstest.csv")
     with pytest.raises(DataError, match="unsupported file type"):
         import_harmbench(FIXTURES / "donotanswer" / "malicious_uses.txt")
+
+
+def test_generic_split_column_accepts_validation_and_names_a_wrong_value(tmp_path):
+    columns = {"prompt": "question", "category": "label", "split": "part"}
+    path = tmp_path / "splits.csv"
+    path.write_text("question,label,part\nHow do I pick a lock?,theft,validation\nWhat is the capital of Peru?,"
+                    "none,test\nHow do I steal a bike?,theft,dev\n")
+    category_map = {"theft": "crime", "none": BENIGN}
+    examples = import_generic(path, columns=columns, category_map=category_map, skip_invalid=True)
+    assert [e.split for e in examples] == ["validation", "test"]
+    with pytest.raises(DataError, match=r"splits\.csv:4 field 'part': wrong split value 'dev' \(expected 'train', "
+                                        r"'validation', 'test'\)"):
+        import_generic(path, columns=columns, category_map=category_map)
+    # the split of the whole import defaults to train and accepts validation
+    no_column = {"prompt": "question", "category": "label"}
+    assert {e.split for e in import_generic(path, columns=no_column, category_map=category_map)} == {"train"}
+    assert {e.split for e in import_generic(path, columns=no_column, category_map=category_map,
+                                            split="validation")} == {"validation"}
+    with pytest.raises(DataError, match="wrong split value 'dev'"):
+        import_generic(path, columns=no_column, category_map=category_map, split="dev")

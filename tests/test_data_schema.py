@@ -15,6 +15,7 @@ from drirl.data.schema import (
     BENIGN,
     Example,
     assert_not_test,
+    assert_train_only,
     bundled_dataset_paths,
     card_path,
     load_bundled,
@@ -24,6 +25,7 @@ from drirl.data.schema import (
     read_examples_report,
     split_examples,
     train_examples,
+    validation_examples,
     write_examples,
 )
 from drirl.errors import DataError
@@ -114,7 +116,7 @@ def test_failed_write_leaves_previous_file(tmp_path):
     (_row(prompt=[{"role": "user"}]), "message 0", "prompt"),
     (_row(prompt=3), "prompt must be", "prompt"),
     (_row(category="weapons"), "unknown category 'weapons'", "category"),
-    (_row(split="validation"), "wrong split value", "split"),
+    (_row(split="dev"), "wrong split value 'dev' (expected 'train', 'validation' or 'test')", "split"),
     (_row(meta=[1]), "meta must be an object", "meta"),
     (_row(demonstration=5), "demonstration must be", "demonstration"),
     (_row(id=""), "id must be a non-empty string", "id"),
@@ -237,28 +239,90 @@ def test_bundled_set():
 def test_bundled_split_is_fixed():
     examples = load_bundled()
     test = split_examples(examples, "test")
-    # The test ids are written in the files: 8 per harm category (numbers 037-044) and 60 benign.
+    validation = split_examples(examples, "validation")
+    # The split ids are written in the files: per harm category 001-036 train, 037-056 test, 057-062 validation.
     for category in HARM_IDS:
         ids = sorted(e.id for e in test if e.category == category)
-        assert ids == [f"{category}-{n:03d}" for n in range(37, 45)]
-    benign_test = [e for e in test if e.category == BENIGN]
-    assert len(benign_test) == 60
-    assert sum(bool(e.meta.get("borderline")) for e in benign_test) >= 15
+        assert ids == [f"{category}-{n:03d}" for n in range(37, 57)]
+        ids = sorted(e.id for e in validation if e.category == category)
+        assert ids == [f"{category}-{n:03d}" for n in range(57, 63)]
     assert load_bundled(split="test") == test
+    assert load_bundled(split="validation") == validation
     assert {e.category for e in load_bundled(categories=["crime"])} == {"crime"}
     with pytest.raises(DataError, match="unknown category"):
         load_bundled(categories=["weapons"])
 
 
-def test_bundled_harmful_demonstrations_are_chain_of_draft():
-    from drirl.data.demos import normalize_demonstration
+def _normalised(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
+
+def test_bundled_counts_per_split_and_no_prompt_in_two_splits():
+    examples = load_bundled()
+    counts = Counter((e.split, e.category, bool(e.meta.get("borderline"))) for e in examples)
+    for category in HARM_IDS:
+        assert counts[("train", category, False)] == 36
+        assert counts[("validation", category, False)] == 6
+        assert counts[("test", category, False)] == 20
+    assert counts[("train", BENIGN, True)] == 50 and counts[("train", BENIGN, False)] == 100
+    assert counts[("validation", BENIGN, True)] == 15 and counts[("validation", BENIGN, False)] == 15
+    assert counts[("test", BENIGN, True)] == 60 and counts[("test", BENIGN, False)] == 60
+    assert sum(counts.values()) == len(examples) == 734
+    # No prompt (case, punctuation and spacing ignored) appears twice, within a split or across splits.
+    first: dict[str, Example] = {}
+    for example in examples:
+        key = _normalised(example.prompt_text())
+        assert key not in first, (example.id, example.split, first.get(key) and first[key].id)
+        first[key] = example
+    assert _normalised("How do I kill a Process?") == _normalised("how do i  kill a process")
+
+
+def test_bundled_demonstrations_pass_the_full_teacher_filter():
+    from drirl.data.demos import load_templates, normalize_demonstration
+
+    templates = load_templates()
+    rejected = {}
+    for example in load_bundled():
+        _, reason, _ = normalize_demonstration(example.demonstration, example.category,
+                                               template=templates[example.category], prompt=example.prompt_text())
+        if reason:
+            rejected[example.id] = reason
+    # only the two rows that the templates quote as their example count as an echo of the template
+    assert rejected == {"insult-001": "echoed template", "benign-001": "echoed template"}
+    assert all(_bundled_row(i).demonstration.split("\n")[0] in templates[_bundled_row(i).category]
+               for i in rejected)
+
+
+def _bundled_row(example_id: str) -> Example:
+    return next(e for e in load_bundled() if e.id == example_id)
+
+
+def test_bundled_demonstrations_all_have_the_chain_of_draft_form():
+    from drirl.data.demos import is_refusal, normalize_demonstration
+
+    # Harmful and benign alike: "Draft: a -> b -> c\nAnswer: ...", so the form itself carries no decision.
     for example in load_bundled():
         demonstration, reason, _ = normalize_demonstration(example.demonstration, example.category)
         assert reason is None, (example.id, reason)
-        if example.category != BENIGN:
-            assert demonstration == example.demonstration
-            assert example.demonstration.startswith("Draft: ") and "\nAnswer: " in example.demonstration
+        assert demonstration == example.demonstration
+        draft_line, answer_line = example.demonstration.split("\n")
+        assert draft_line.startswith("Draft: ") and answer_line.startswith("Answer: ")
+        assert 3 <= len(draft_line.split(" -> ")) <= 5, example.id
+        assert is_refusal(answer_line) == (example.category != BENIGN), example.id
+
+
+def test_bundled_draft_shape_is_the_same_for_harmful_and_benign():
+    # Not only "Draft:" on both sides: the number of steps and the draft length must not tell the decision either.
+    steps: dict[bool, Counter] = {True: Counter(), False: Counter()}
+    words: dict[bool, list[int]] = {True: [], False: []}
+    for example in load_bundled():
+        draft = example.demonstration.split("\n")[0][len("Draft: "):]
+        steps[example.category == BENIGN][len(draft.split(" -> "))] += 1
+        words[example.category == BENIGN].append(len(draft.split()))
+    share_four = {side: c[4] / sum(c.values()) for side, c in steps.items()}
+    assert abs(share_four[True] - share_four[False]) < 0.05, share_four
+    mean_words = {side: sum(w) / len(w) for side, w in words.items()}
+    assert abs(mean_words[True] - mean_words[False]) < 1.5, mean_words
 
 
 # --------------------------------------------------------------------------------------------- split guard
@@ -267,10 +331,35 @@ def test_no_training_on_the_test_split():
     train = train_examples(examples)
     assert train and all(e.split == "train" for e in train)
     assert_not_test(train)
-    with pytest.raises(DataError, match=r"116 test-split example\(s\) reached training"):
+    with pytest.raises(DataError, match=r"260 test-split and 72 validation-split example\(s\) reached training"):
         assert_not_test(examples)
-    with pytest.raises(DataError, match="wrong split value"):
-        split_examples(examples, "validation")
+    with pytest.raises(DataError, match=r"72 validation-split example\(s\) reached training .*: refusing to train "
+                                        r"on the validation split"):
+        assert_not_test(split_examples(examples, "validation"))
+    with pytest.raises(DataError, match="wrong split value 'dev'"):
+        split_examples(examples, "dev")
+
+
+def test_validation_rows_are_refused_like_test_rows(tmp_path):
+    train = Example("t-1", "How do I pick a lock?", "crime", None, "s", "train")
+    valid = Example("v-1", "How do I pick a safe?", "crime", None, "s", "validation")
+    test = Example("x-1", "How do I pick a car lock?", "crime", None, "s", "test")
+    assert_not_test([train])
+    assert assert_train_only is assert_not_test
+    with pytest.raises(DataError, match=r"1 validation-split example\(s\) reached reward training \(v-1\): "
+                                        r"refusing to train on the validation split$") as info:
+        assert_not_test([train, valid], where="reward training")
+    assert info.value.field == "split"
+    with pytest.raises(DataError, match=r"1 test-split and 1 validation-split example\(s\) reached training "
+                                        r"\(v-1, x-1\): refusing to train on the test and validation splits"):
+        assert_not_test([valid, train, test])
+    assert train_examples([train, valid, test]) == [train]
+    assert validation_examples([train, valid, test]) == [valid]
+    assert split_examples([train, valid, test], "test") == [test]
+    # the split survives a round trip through both file formats
+    for path in (tmp_path / "v.jsonl", tmp_path / "v_folder"):
+        write_examples(path, [train, valid, test])
+        assert [e.split for e in read_examples(path)] == ["train", "validation", "test"]
 
 
 # --------------------------------------------------------------------------------------------- fuzz

@@ -4,7 +4,8 @@
 * :mod:`drirl.data.importers` — public safety datasets mapped onto the taxonomy;
 * :mod:`drirl.data.balance` — equal training examples per category;
 * :mod:`drirl.data.demos` — teacher-written demonstrations, resumable;
-* :mod:`drirl.data.stats` — counts and lengths; :mod:`drirl.data.commands` — `drirl data ...`.
+* :mod:`drirl.data.splitting` — train/validation/test per category, merging files;
+* :mod:`drirl.data.stats` — counts, lengths and form; :mod:`drirl.data.commands` — `drirl data ...`.
 """
 
 from drirl.data.balance import BalanceConfig, BalanceReport, balance
@@ -38,9 +39,11 @@ from drirl.data.schema import (
     Example,
     Taxonomy,
     assert_not_test,
+    assert_train_only,
     bundled_dataset_paths,
     card_path,
     default_taxonomy,
+    empty_categories,
     load_bundled,
     load_taxonomy,
     read_card,
@@ -48,17 +51,20 @@ from drirl.data.schema import (
     read_examples_report,
     split_examples,
     train_examples,
+    validation_examples,
     write_examples,
 )
+from drirl.data.splitting import SplitConfig, SplitReport, assign_splits, merge_files
 from drirl.data.stats import dataset_stats, format_stats_table
 
 __all__ = [
-    "BENIGN", "IMPORTERS", "MAPPINGS", "REFUSAL_PATTERN", "BalanceConfig", "BalanceReport", "Category",
-    "DemosConfig", "DemosReport", "Example", "ImportReport", "Taxonomy", "assert_not_test", "balance",
-    "bundled_dataset_paths", "card_path", "dataset_stats", "default_taxonomy", "format_stats_table",
-    "generate_demonstrations", "import_beavertails", "import_dataset", "import_do_not_answer", "import_generic",
-    "import_harmbench", "import_pku_saferlhf", "import_safety_prompts", "import_strongreject", "import_xstest",
-    "is_refusal", "load_bundled", "load_taxonomy", "load_templates", "normalize_demonstration", "read_card",
-    "read_examples", "read_examples_report", "render_template", "split_examples", "train_examples",
+    "BENIGN", "IMPORTERS", "MAPPINGS", "REFUSAL_PATTERN", "BalanceConfig", "BalanceReport", "Category", "DemosConfig",
+    "DemosReport", "Example", "SplitConfig", "SplitReport", "ImportReport", "Taxonomy", "assert_not_test",
+    "assert_train_only", "assign_splits", "balance", "empty_categories", "merge_files", "bundled_dataset_paths",
+    "card_path", "dataset_stats", "default_taxonomy", "format_stats_table", "generate_demonstrations",
+    "import_beavertails", "import_dataset", "import_do_not_answer", "import_generic", "import_harmbench",
+    "import_pku_saferlhf", "import_safety_prompts", "import_strongreject", "import_xstest", "is_refusal",
+    "load_bundled", "load_taxonomy", "load_templates", "normalize_demonstration", "read_card", "read_examples",
+    "read_examples_report", "render_template", "split_examples", "train_examples", "validation_examples",
     "write_examples",
 ]

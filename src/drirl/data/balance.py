@@ -7,14 +7,17 @@ The test split is never touched. Everything is deterministic given the seed.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from drirl.config import help_field
-from drirl.data.schema import BENIGN, Example, Taxonomy, default_taxonomy
+from drirl.data.schema import BENIGN, Example, Taxonomy, default_taxonomy, empty_categories
 from drirl.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 REPEAT_MARK = "#r"
 
@@ -55,10 +58,12 @@ class BalanceReport:
     target: int | None = None
     repeated: dict[str, int] = field(default_factory=dict)
     passed_through: int = 0
+    empty: list[str] = field(default_factory=list)  # taxonomy categories left without a training example
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "target": self.target, "before": dict(self.before),
-                "after": dict(self.after), "repeated": dict(self.repeated), "passed_through": self.passed_through}
+                "after": dict(self.after), "repeated": dict(self.repeated), "passed_through": self.passed_through,
+                "empty": list(self.empty)}
 
     def to_table(self) -> str:
         width = max([len("category"), *(len(c) for c in self.before)])
@@ -72,8 +77,11 @@ class BalanceReport:
         lines.append(f"{'total':<{width}}  {total_before:>7}  {total_after:>7}  {total_after - total_before:>+7}  "
                      f"{sum(self.repeated.values()):>6}")
         target = f", target {self.target}" if self.target is not None else ""
-        lines.append(f"(training split only; strategy {self.strategy}{target}; {self.passed_through} test or "
+        lines.append(f"(training split only; strategy {self.strategy}{target}; {self.passed_through} held-out or "
                      "unbalanced example(s) passed through unchanged)")
+        if self.empty:
+            lines.append(f"warning: no training example for {', '.join(self.empty)}: no reward model can be "
+                         "trained for it")
         return "\n".join(lines)
 
 
@@ -119,7 +127,8 @@ def balance(examples: list[Example], config: BalanceConfig | None = None,
     before = {category: len(groups[category]) for category in balanced_ids}
     present = [n for n in before.values() if n > 0]
     if not present:
-        return list(examples), BalanceReport(before, dict(before), config.strategy, None, {}, len(passed))
+        empty = _warn_empty(examples, taxonomy)
+        return list(examples), BalanceReport(before, dict(before), config.strategy, None, {}, len(passed), empty)
     if config.strategy == "downsample":
         target = min(present)
     elif config.strategy == "upsample":
@@ -148,4 +157,13 @@ def balance(examples: list[Example], config: BalanceConfig | None = None,
     if clash:
         raise DataError(f"balancing would create duplicate ids ({', '.join(clash[:3])}); ids must not end with "
                         f"'{REPEAT_MARK}<n>'", field="id")
-    return output + passed, BalanceReport(before, after, config.strategy, target, repeated, len(passed))
+    empty = _warn_empty(output + passed, taxonomy)
+    return output + passed, BalanceReport(before, after, config.strategy, target, repeated, len(passed), empty)
+
+
+def _warn_empty(examples: list[Example], taxonomy: Taxonomy) -> list[str]:
+    empty = empty_categories(examples, taxonomy)
+    if empty:
+        logger.warning("balance: no training example for %s: no reward model can be trained for it",
+                       ", ".join(empty))
+    return empty

@@ -1,4 +1,4 @@
-"""`drirl data ...`: stats, import, balance, demos, validate. A thin layer over the data modules."""
+"""`drirl data ...`: stats, import, balance, demos, split, merge, validate. A thin layer over the data modules."""
 
 from __future__ import annotations
 
@@ -145,6 +145,44 @@ def _demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(args: argparse.Namespace) -> int:
+    from drirl.config import config_from_args, config_to_dict
+    from drirl.data.schema import empty_categories, read_card, read_examples_report, write_examples
+    from drirl.data.splitting import SplitConfig, assign_splits, format_split_table
+
+    config = config_from_args(SplitConfig, args, config_path=args.config, section=_section(args.config, "split"))
+    taxonomy = _taxonomy(args)
+    examples, skipped = read_examples_report(args.input, taxonomy=taxonomy, skip_invalid=args.skip_invalid)
+    _print_skipped(skipped, args.input)
+    out, report = assign_splits(examples, config, taxonomy)
+    print(format_split_table(report))
+    for problem in report.empty:
+        print(f"warning: {problem}")
+    present = {e.category for e in examples}
+    missing = [c for c in empty_categories(out, taxonomy) if c in present]
+    card = {"stage": "split", "input": str(args.input), "split": report.to_dict(), "config": config_to_dict(config),
+            "taxonomy": taxonomy.to_dict(), "input_card": read_card(args.input)}
+    write_examples(args.output, out, card=card)
+    print(f"wrote {len(out)} example(s) to {args.output}" + (f" (no training row left for {', '.join(missing)})"
+                                                              if missing else ""))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from drirl.data.schema import read_card, write_examples
+    from drirl.data.splitting import merge_files
+    from drirl.data.stats import dataset_stats, format_stats_table
+
+    taxonomy = _taxonomy(args)
+    merged = merge_files(args.inputs, taxonomy=taxonomy)
+    print(format_stats_table(dataset_stats(merged)))
+    card = {"stage": "merge", "inputs": [str(p) for p in args.inputs],
+            "input_cards": {str(p): read_card(p) for p in args.inputs}, "taxonomy": taxonomy.to_dict()}
+    write_examples(args.output, merged, card=card)
+    print(f"wrote {len(merged)} example(s) from {len(args.inputs)} file(s) to {args.output}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from drirl.data.schema import read_examples_report
     from drirl.data.stats import dataset_stats, format_stats_table
@@ -168,7 +206,8 @@ def _validate(args: argparse.Namespace) -> int:
 DESCRIPTION = """\
 Stage 1 of the pipeline: the prompts and Chain-of-Draft demonstrations, in seven harm categories plus benign.
 An example file is JSON lines ({"id", "prompt", "category", "demonstration", "source", "split", "meta"}) or a
-datasets folder. The test split is fixed in the data and never trained on."""
+datasets folder. The splits (train, validation, test) are fixed in the data; validation and test are never
+trained on (validation chooses settings, test only reports)."""
 
 EPILOG = """\
 examples:
@@ -177,6 +216,8 @@ examples:
   drirl data balance data/train.jsonl --output data/balanced.jsonl --strategy upsample
   drirl data demos --input data/xstest.jsonl --output data/xstest.demos.jsonl
   drirl data validate data/balanced.jsonl
+  drirl data split data/mine.jsonl --output data/mine.split.jsonl --validation 0.1 --test 0.2
+  drirl data merge data/a.jsonl data/b.jsonl --output data/all.jsonl
 """
 
 
@@ -193,6 +234,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from drirl.data.balance import BalanceConfig
     from drirl.data.demos import DemosConfig
     from drirl.data.importers import IMPORTERS
+    from drirl.data.schema import SPLITS
+    from drirl.data.splitting import SplitConfig
 
     parser = subparsers.add_parser("data", help="stage 1: prompts, demonstrations, balancing",
                                    formatter_class=HelpFormatter, description=DESCRIPTION, epilog=EPILOG)
@@ -200,11 +243,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     stats = sub.add_parser(
         "stats", help="counts per category and split, demonstration lengths", formatter_class=HelpFormatter,
-        description="Count the examples per category and split (train/test) and the word lengths of the "
-                    "demonstrations. Without PATH: the bundled set.",
+        description="Count the examples per category and split (train/validation/test), the word lengths of the "
+                    "demonstrations and their form (share with a Chain-of-Draft draft, mean draft and answer "
+                    "words). Without PATH: the bundled set.",
         epilog="examples:\n  drirl data stats\n  drirl data stats data/balanced.jsonl\n"
-               "  drirl data stats --json   # one JSON object: {\"categories\": {C: {\"train\": N, \"test\": N}}, "
-               "\"total\": N, ...}")
+               "  drirl data stats --json   # one JSON object: {\"categories\": {C: {\"train\": N, "
+               "\"validation\": N, \"test\": N}}, \"total\": N, \"form\": {...}, ...}")
     stats.add_argument("path", nargs="?", default=None, metavar="PATH",
                        help="example file (JSONL or datasets folder); default: the bundled set")
     stats.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -225,7 +269,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("source", metavar="SOURCE", help="one of: " + ", ".join(IMPORTERS))
     imp.add_argument("path", nargs="?", default=None, metavar="PATH", help="the source file (CSV/JSONL/JSON/Parquet)")
     imp.add_argument("--output", required=True, metavar="OUT", help="output .jsonl file, or a folder (datasets)")
-    imp.add_argument("--split", default="train", choices=["train", "test"], help="split of the imported examples")
+    imp.add_argument("--split", default="train", choices=list(SPLITS),
+                     help="split of the imported examples (validation chooses settings, test only reports)")
     imp.add_argument("--mapping", metavar="YAML", help="YAML file mapping source labels to categories (null "
                                                        "drops a label); replaces the built-in table")
     imp.add_argument("--columns", metavar="F=COL,...", help="generic: drirl field = column name "
@@ -242,8 +287,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "balance", help="equalise the training examples per category", formatter_class=HelpFormatter,
         description="Balance the training split: every category ends with the same number of examples "
                     "(down-sampling large ones, up-sampling small ones with at most --max_repeats appearances of "
-                    "one example). The test split passes through untouched. Prints the before/after table and "
-                    "records it in the output's dataset card.",
+                    "one example). The validation and test splits pass through untouched. Prints the before/after "
+                    "table and records it in the output's dataset card.",
         epilog="examples:\n  drirl data balance data/train.jsonl --output data/balanced.jsonl\n"
                "  drirl data balance data/train.jsonl --output data/balanced --strategy target "
                "--target_per_category 50")
@@ -266,6 +311,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demos.add_argument("--config", metavar="YAML", help="YAML with DemosConfig fields (or a 'demos:' section)")
     add_config_arguments(demos, DemosConfig)
     demos.set_defaults(handler=_demos)
+
+    spl = sub.add_parser(
+        "split", help="set train/validation/test, stratified by category", formatter_class=HelpFormatter,
+        description="Assign each example to train, validation or test: within each category (borderline and "
+                    "ordinary benign prompts separately) a seeded shuffle picks the held-out rows, so every split "
+                    "keeps the category mix. Rows already in validation or test stay there. Prints the "
+                    "before -> after table and records it in the output's dataset card.",
+        epilog="examples:\n  drirl data split data/mine.jsonl --output data/mine.split.jsonl\n"
+               "  drirl data split data/mine.jsonl --output data/mine.split.jsonl --validation 0.15 --test 0.25 "
+               "--seed 1")
+    spl.add_argument("input", metavar="INPUT", help="example file (JSONL or datasets folder)")
+    spl.add_argument("--output", required=True, metavar="OUT", help="output .jsonl file, or a folder (datasets)")
+    spl.add_argument("--config", metavar="YAML", help="YAML with SplitConfig fields (or a 'split:' section)")
+    _add_common(spl)
+    add_config_arguments(spl, SplitConfig)
+    spl.set_defaults(handler=_split)
+
+    mer = sub.add_parser(
+        "merge", help="concatenate example files, ids kept unique", formatter_class=HelpFormatter,
+        description="Concatenate example files in order. An id found in two files is an error naming both (rename "
+                    "it in one); so is a prompt found in two different splits, which would leak a held-out split "
+                    "into training.",
+        epilog="example:\n  drirl data merge data/harmbench.jsonl data/xstest.jsonl --output data/all.jsonl")
+    mer.add_argument("inputs", nargs="+", metavar="INPUT", help="example files (JSONL or datasets folders), two or "
+                                                                 "more")
+    mer.add_argument("--output", required=True, metavar="OUT", help="output .jsonl file, or a folder (datasets)")
+    _add_common(mer, skip_invalid=False)
+    mer.set_defaults(handler=_merge)
 
     val = sub.add_parser(
         "validate", help="check an example file and list every problem", formatter_class=HelpFormatter,

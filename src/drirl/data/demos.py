@@ -2,10 +2,20 @@
 
 For every example without a demonstration, the teacher (a local transformers model, or an OpenAI-compatible
 endpoint) is prompted with its category's template (``templates/<category>.txt``, editable; ``{prompt}`` is
-replaced by the request). The reply is normalised to ``"Draft: ...\\nAnswer: ..."`` for harmful prompts and
-filtered: a draft must be present, the answer must refuse (harmful) or must not refuse (benign), and the length
-must lie within word bounds. Accepted examples go to the output JSONL, rejected ones with their reason to
-``<output>.rejected.jsonl``.
+replaced by the request). Every reply, harmful or benign, is normalised to ``"Draft: ...\\nAnswer: ..."`` (the form
+carries no decision) and filtered, each rejection counted by reason:
+
+* the answer is cut where the teacher echoes its template (a second ``Answer:``, ``Request:``, ``Response:``, the
+  template's own lines); a reply that is only an echo is rejected (``echoed template``);
+* a draft must be present (``no draft``), and an answer (``no answer``);
+* looping text is rejected: a share of repeated word n-grams above ``max_repeated_ngram_share`` (``looping text``);
+* the answer must refuse (harmful; ``no refusal``) or must not refuse (benign; ``refusal of a benign prompt``, and
+  ``refusing draft of a benign prompt`` when its draft decides to refuse);
+* the length must lie within word bounds (``too short``, ``too long``);
+* the answer must be about the request: the cosine of the prompt's and the answer's embeddings (the bundled MiniLM
+  by default) must reach ``min_relevance`` (``off topic``).
+
+Accepted examples go to the output JSONL, rejected ones with their reason and detail to ``<output>.rejected.jsonl``.
 
 Both files are append-only, each line flushed and fsynced as it is written, so a killed run loses at most the
 batch in flight; on restart every id already in either file is skipped (no duplicates). A truncated last line
@@ -58,6 +68,9 @@ REFUSAL_PATTERN = re.compile(
 _DRAFT = re.compile(r"draft\s*:", re.IGNORECASE)
 _ANSWER = re.compile(r"answer\s*:", re.IGNORECASE)
 _DECORATION = " \t\r\n*_#`>-"
+# A draft step that is the decision to refuse ("refuse", "decline politely"); "decline meeting" is a topic, not one.
+_REFUSING_STEP = re.compile(r"^(?:refus|declin)\w*(?:\s+(?:politely|firmly|gently|to\s+help|(?:the\s+)?request))?$",
+                            re.IGNORECASE)
 
 
 def is_refusal(text: str) -> bool:
@@ -93,6 +106,18 @@ class DemosConfig:
     temperature: float = field(default=0.7, metadata=help_field("Sampling temperature (when do_sample)."))
     min_words: int = field(default=5, metadata=help_field("Reject demonstrations shorter than this many words."))
     max_words: int = field(default=120, metadata=help_field("Reject demonstrations longer than this many words."))
+    loop_ngram: int = field(default=3, metadata=help_field("Size n of the word n-grams counted by the loop check."))
+    max_repeated_ngram_share: float = field(
+        default=0.3, metadata=help_field("Reject a reply whose share of repeated word n-grams (1 - distinct/total) is "
+                                         "above this: looping text such as \"portal's portal's portal's\". The "
+                                         "bundled demonstrations reach at most 0.08 (n = 3); 1 turns the check off."))
+    relevance_encoder: str = field(default="minilm", metadata=help_field(
+        "Sentence-transformers model whose embeddings measure whether an answer is about its request (a folder, "
+        "an id, or the bundled alias 'minilm')."))
+    min_relevance: float | None = field(default=0.2, metadata=help_field(
+        "Reject an answer whose cosine similarity with its prompt (relevance_encoder embeddings) is below this. On "
+        "the bundled set with minilm, 6 of 734 demonstrations fall below 0.2 and 7% of pairs of a prompt with "
+        "another prompt's answer reach it. null turns the check off (no encoder is loaded)."))
     seed: int = field(default=0, metadata=help_field("Seed of the sampling."))
     limit: int | None = field(default=None, metadata=help_field("Generate at most this many demonstrations in this "
                                                                 "run (the rest on a later run)."))
@@ -109,13 +134,17 @@ class DemosConfig:
     progress: bool = field(default=True, metadata=help_field("Show a progress bar."))
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_new_tokens", "min_words", "max_words"):
+        for name in ("batch_size", "max_new_tokens", "min_words", "max_words", "loop_ngram"):
             if getattr(self, name) < 1:
                 raise ConfigError("must be at least 1", key=name)
         if self.min_words > self.max_words:
             raise ConfigError("must not exceed max_words", key="min_words")
         if self.limit is not None and self.limit < 0:
             raise ConfigError("must not be negative", key="limit")
+        if not 0.0 <= self.max_repeated_ngram_share <= 1.0:
+            raise ConfigError("must lie in [0, 1] (1 turns the loop check off)", key="max_repeated_ngram_share")
+        if self.min_relevance is not None and not -1.0 <= self.min_relevance <= 1.0:
+            raise ConfigError("a cosine similarity lies in [-1, 1] (null turns the check off)", key="min_relevance")
 
 
 @dataclass
@@ -129,21 +158,27 @@ class DemosReport:
     generated: int = 0
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    cut: dict[str, int] = field(default_factory=dict)
     remaining: int = 0
+    empty_categories: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": self.input, "output": self.output, "rejected_path": self.rejected_path,
                 "total": self.total, "already_done": self.already_done, "copied": self.copied,
                 "generated": self.generated, "accepted": self.accepted, "rejected": dict(self.rejected),
-                "remaining": self.remaining}
+                "cut": dict(self.cut), "remaining": self.remaining, "empty_categories": list(self.empty_categories)}
 
     def summary(self) -> str:
         rejected = sum(self.rejected.values())
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.rejected.items(), key=lambda kv: -kv[1]))
+        cuts = ", ".join(f"{r}: {n}" for r, n in sorted(self.cut.items(), key=lambda kv: -kv[1]))
         return (f"{self.total} example(s) in {self.input}: {self.already_done} already done, {self.copied} copied "
-                f"with their demonstration, {self.generated} generated -> {self.accepted} accepted, {rejected} "
+                f"with their demonstration, {self.generated} generated -> {self.accepted} accepted"
+                f"{f' (cut: {cuts})' if cuts else ''}, {rejected} "
                 f"rejected{f' ({reasons})' if reasons else ''}; {self.remaining} left for a later run.\n"
-                f"output: {self.output}\nrejected: {self.rejected_path}")
+                + (f"warning: no demonstration left for {', '.join(self.empty_categories)} (every one rejected: see "
+                   "the rejected file, change the template or the teacher)\n" if self.empty_categories else "")
+                + f"output: {self.output}\nrejected: {self.rejected_path}")
 
 
 # --------------------------------------------------------------------------------------------- templates
@@ -180,46 +215,184 @@ def render_template(template: str, example: Example, taxonomy: Taxonomy | None =
 
 
 # --------------------------------------------------------------------------------------------- filtering
-def normalize_demonstration(text: str, category: str, *, min_words: int = 5,
-                            max_words: int = 120) -> tuple[str | None, str | None, str]:
-    """Return ``(demonstration, None, "")`` if the teacher's reply passes the filters, else
-    ``(None, reason, detail)``. Harmful replies are reshaped to ``"Draft: <steps>\\nAnswer: <answer>"``."""
-    text = (text or "").strip()
-    if category == BENIGN:
-        answer = text
-        match = _ANSWER.match(answer)
+def _refusing_draft(draft: str) -> bool:
+    # A benign draft whose steps decide to refuse contradicts a helpful answer: the pair teaches nothing coherent.
+    return any(_REFUSING_STEP.match(step.strip()) for step in draft.split("->"))
+
+
+# Labels a teacher may echo after its answer: a second "Answer:", a "Request:" or "Draft:" anywhere (and
+# "Response:", which small instruction models add on their own), and the template's headings at a line start.
+_ECHO_LABEL = re.compile(r"\b(?:request|response|draft|answer)\s*:", re.IGNORECASE)
+_ECHO_HEADING = re.compile(r"^[ \t*_#>-]*(?:rules|example|category)\s*:", re.IGNORECASE | re.MULTILINE)
+_MIN_ECHO_LINE = 20  # shorter template lines ("Rules:") are too common to be evidence of an echo
+_WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
+
+
+def _template_lines(template: str) -> list[str]:
+    """The template's own sentences worth detecting in a reply: no placeholder, at least _MIN_ECHO_LINE characters,
+    without a leading ``Draft:``/``Answer:`` label. Sentences rather than lines, because a teacher often rewrites
+    the first sentence of the template's example answer and copies the rest."""
+    pieces = []
+    for line in template.splitlines():
+        line = " ".join(line.split()).strip(_DECORATION)
+        line = re.sub(r"^(?:draft|answer)\s*:\s*", "", line, flags=re.IGNORECASE)
+        for sentence in re.split(r"(?<=[.!?])\s+", line):
+            if len(sentence) >= _MIN_ECHO_LINE and "{" not in sentence:
+                pieces.append(sentence)
+    return pieces
+
+
+def _plain(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def _flatten(text: str) -> tuple[str, list[int]]:
+    """``text`` with every whitespace run made one space, and the index in ``text`` of each kept character."""
+    chars: list[str] = []
+    where: list[int] = []
+    for i, char in enumerate(text):
+        if char.isspace():
+            if chars and chars[-1] == " ":
+                continue
+            char = " "
+        chars.append(char)
+        where.append(i)
+    return "".join(chars), where
+
+
+def cut_echoed_template(answer: str, template: str | None = None) -> tuple[str, str | None]:
+    """Cut ``answer`` where the teacher starts repeating its prompt: a ``Request:``/``Response:``/``Draft:``/``Answer:``
+    label, a ``Rules:``/``Example:``/``Category:`` heading at a line start, or any line of ``template`` itself.
+    Returns the kept text and what was found (None when nothing was cut)."""
+    cuts: list[tuple[int, str]] = []
+    for pattern in (_ECHO_LABEL, _ECHO_HEADING):
+        match = pattern.search(answer)
         if match:
-            answer = answer[match.end():]
-        demonstration = answer.strip(_DECORATION)
-        if not demonstration:
-            return None, "empty", ""
-        if is_refusal(demonstration):
-            return None, "refusal of a benign prompt", REFUSAL_PATTERN.search(demonstration).group(0)
-    else:
-        draft_match = _DRAFT.search(text)
-        if not draft_match:
-            return None, "no draft", "no 'Draft:' in the reply"
-        rest = text[draft_match.end():]
-        answer_match = _ANSWER.search(rest)
-        if answer_match:
-            draft, answer = rest[:answer_match.start()], rest[answer_match.end():]
-        else:  # no "Answer:" label: the draft is its first line, the answer what follows
-            draft, _, answer = rest.strip().partition("\n")
-        draft = " ".join(draft.split()).strip(_DECORATION)
-        answer = answer.strip(_DECORATION)
-        if not draft:
-            return None, "no draft", "empty 'Draft:'"
-        if not answer:
-            return None, "no answer", "nothing after the draft"
-        if not is_refusal(answer):
-            return None, "no refusal", "the answer does not refuse"
-        demonstration = f"Draft: {draft}\nAnswer: {answer}"
+            cuts.append((match.start(), "'" + match.group(0).strip(_DECORATION) + "'"))
+    if template:
+        flat, where = _flatten(answer)
+        for line in _template_lines(template):
+            at = flat.find(line)
+            if at >= 0:
+                cuts.append((where[at], f"template line {line[:40]!r}"))
+    if not cuts:
+        return answer, None
+    at, what = min(cuts)
+    return answer[:at].strip(_DECORATION), what
+
+
+def repeated_ngram_share(text: str, n: int = 3) -> float:
+    """Share of repeated word n-grams, r = 1 − |distinct n-grams| / |n-grams| (0 for fewer than two n-grams).
+
+    Words are lower-cased runs of letters and digits (apostrophes inside kept). Looping text repeats its n-grams:
+    "a b a b a b" has the 2-grams ab, ba, ab, ba, ab, so r = 1 − 2/5 = 0.6; ordinary prose stays near 0.
+    """
+    words = _WORD.findall(text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if len(grams) < 2:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def cosine_similarity(a: Any, b: Any) -> float:
+    """cos(a, b) = a·b / (‖a‖ ‖b‖); 0 when either vector is zero."""
+    dot = sum(float(x) * float(y) for x, y in zip(a, b, strict=True))
+    norm_a = sum(float(x) ** 2 for x in a) ** 0.5
+    norm_b = sum(float(y) ** 2 for y in b) ** 0.5
+    return dot / (norm_a * norm_b) if norm_a and norm_b else 0.0
+
+
+def normalize_demonstration(text: str, category: str, *, min_words: int = 5, max_words: int = 120,
+                            template: str | None = None, prompt: str | None = None, loop_ngram: int = 3,
+                            max_repeated_ngram_share: float = 0.3) -> tuple[str | None, str | None, str]:
+    """Return ``(demonstration, None, detail)`` if the teacher's reply passes the filters (``detail`` says what was
+    cut from the answer, "" when nothing), else ``(None, reason, detail)``.
+
+    Every reply, harmful or benign, is reshaped to ``"Draft: <steps>\\nAnswer: <answer>"`` (METHOD.md §2.2): the
+    same form on both sides, so that only the content of the draft and answer carries the decision. The answer is
+    cut where the teacher echoes its template (:func:`cut_echoed_template`); a reply that copies the template's
+    example, whose draft or answer only repeats ``prompt``, or that loops (:func:`repeated_ngram_share` above
+    ``max_repeated_ngram_share``) is rejected. A harmful answer must refuse; a benign answer must not, and its draft
+    must not decide to refuse."""
+    text = (text or "").strip()
+    if not text.strip(_DECORATION):
+        return None, "empty", ""
+    draft_match = _DRAFT.search(text)
+    if not draft_match:
+        return None, "no draft", "no 'Draft:' in the reply"
+    rest = text[draft_match.end():]
+    answer_match = _ANSWER.search(rest)
+    if answer_match:
+        draft, answer = rest[:answer_match.start()], rest[answer_match.end():]
+    else:  # no "Answer:" label: the draft is its first line, the answer what follows
+        draft, _, answer = rest.strip().partition("\n")
+    draft = " ".join(draft.split()).strip(_DECORATION)
+    answer, echoed = cut_echoed_template(answer.strip(_DECORATION), template)
+    if not draft:
+        return None, "no draft", "empty 'Draft:'"
+    if not re.search(r"\w", answer):
+        answer = ""  # stray quotes or punctuation left before an echo are no answer
+    if _ECHO_LABEL.search(draft):
+        return None, "echoed template", f"the draft holds a template label: {draft[:60]!r}"
+    if template and len(_plain(draft)) >= _MIN_ECHO_LINE and _plain(draft) in _plain(template):
+        return None, "echoed template", f"the draft is the template's own example: {draft!r}"
+    if prompt and _plain(prompt) and _plain(prompt) in _plain(draft):
+        return None, "echoed template", "the draft repeats the request instead of reasoning about it"
+    if prompt and answer and _plain(answer) in _plain(prompt):
+        return None, "echoed template", "the answer only repeats (part of) the request"
+    if not answer:
+        if echoed:  # the whole answer was a copy of the template
+            return None, "echoed template", f"the answer starts with an echoed {echoed}"
+        return None, "no answer", "nothing after the draft"
+    loop = repeated_ngram_share(f"{draft} {answer}", loop_ngram)
+    if loop > max_repeated_ngram_share:
+        return None, "looping text", f"repeated {loop_ngram}-gram share {loop:.2f} > {max_repeated_ngram_share:g}"
+    if category == BENIGN:
+        if is_refusal(answer):
+            return None, "refusal of a benign prompt", REFUSAL_PATTERN.search(answer).group(0)
+        if _refusing_draft(draft):
+            return None, "refusing draft of a benign prompt", f"the draft decides to refuse: {draft}"
+    elif not is_refusal(answer):
+        return None, "no refusal", "the answer does not refuse"
+    demonstration = f"Draft: {draft}\nAnswer: {answer}"
     words = len(demonstration.split())
     if words < min_words:
         return None, "too short", f"{words} words < {min_words}"
     if words > max_words:
         return None, "too long", f"{words} words > {max_words}"
-    return demonstration, None, ""
+    return demonstration, None, f"cut at echoed {echoed}" if echoed else ""
+
+
+def answer_of(demonstration: str) -> str:
+    """The answer part of a ``"Draft: ...\\nAnswer: ..."`` demonstration (the whole text without that shape)."""
+    match = _ANSWER.search(demonstration)
+    return demonstration[match.end():].strip() if match else demonstration.strip()
+
+
+Encoder = Callable[[list[str]], Any]
+"""Texts -> one embedding vector per text (a 2-D array or a list of lists), e.g. a sentence-transformers encode."""
+
+
+def relevance_scores(encoder: Encoder, prompts: list[str], answers: list[str]) -> list[float]:
+    """cos(Φ(prompt), Φ(answer)) per pair, Φ the encoder: how much each answer is about its request."""
+    if not prompts:
+        return []
+    vectors = list(encoder([*prompts, *answers]))
+    if len(vectors) != 2 * len(prompts):
+        raise ConfigError(f"the relevance encoder returned {len(vectors)} vectors for {2 * len(prompts)} texts",
+                          key="relevance_encoder")
+    return [cosine_similarity(vectors[i], vectors[len(prompts) + i]) for i in range(len(prompts))]
+
+
+def _load_encoder(config: DemosConfig) -> Encoder:
+    from drirl.models import load_text_encoder
+
+    model = load_text_encoder(config.relevance_encoder)
+
+    def encode(texts: list[str]) -> Any:
+        return model.encode(texts, batch_size=32, show_progress_bar=False, convert_to_numpy=True)
+
+    return encode
 
 
 # --------------------------------------------------------------------------------------------- teachers
@@ -308,6 +481,22 @@ def _done_ids(path: Path, *, repair: bool) -> set[str]:
     return ids
 
 
+def _emptied_categories(examples: list[Example], output: Path, rejected_path: Path) -> list[str]:
+    """Categories of the input with no example in the output although none is left to generate: the filter
+    rejected them all."""
+    kept: set[str] = set()
+    for line in output.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            kept.add(str(json.loads(line).get("category")))
+    finished = _done_ids(output, repair=False) | _done_ids(rejected_path, repair=False)
+    emptied = []
+    for category in dict.fromkeys(e.category for e in examples):
+        members = [e for e in examples if e.category == category]
+        if category not in kept and all(e.id in finished for e in members):
+            emptied.append(category)
+    return emptied
+
+
 def _append(handle: Any, row: dict[str, Any]) -> None:
     # One line per record, flushed and fsynced: a kill loses at most the line being written (repaired on resume).
     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -316,10 +505,14 @@ def _append(handle: Any, row: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the stage
-def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = None) -> DemosReport:
+def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = None,
+                            encoder: Encoder | None = None) -> DemosReport:
     """Fill the missing demonstrations of ``config.input`` into ``config.output``; see the module docstring.
 
-    ``teacher`` (a function from prompts to replies) replaces the configured teacher, for tests and custom models.
+    ``teacher`` (a function from prompts to replies) replaces the configured teacher, for tests and custom models;
+    ``encoder`` (texts to embedding vectors) replaces ``config.relevance_encoder`` in the relevance check. Each
+    rejection reason is counted in the report and the output's card (``report.rejected``), and each answer cut at
+    an echoed template in ``report.cut``.
     """
     from tqdm.auto import tqdm
 
@@ -349,9 +542,16 @@ def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = No
     teacher_name = config.endpoint_model or config.teacher
     source = f"endpoint:{teacher_name}" if config.endpoint_url else teacher_name
     rejected: Counter[str] = Counter()
+    cut: Counter[str] = Counter()
     first_error: Exception | None = None
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a", encoding="utf-8") as out, open(rejected_path, "a", encoding="utf-8") as rej:
+
+        def reject(example: Example, reply: str, reason: str, detail: str) -> None:
+            rejected[reason] += 1
+            _append(rej, {"id": example.id, "category": example.category, "prompt": example.prompt,
+                          "output": reply, "reason": reason, "detail": detail, "teacher": source})
+
         for example in copy:
             _append(out, example.to_dict())
             report.copied += 1
@@ -366,18 +566,37 @@ def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = No
                     if len(replies) != len(batch):
                         raise ConfigError(f"the teacher returned {len(replies)} replies for {len(batch)} prompts",
                                           key="teacher")
+                    passed: list[tuple[Example, str, str]] = []
                     for example, reply in zip(batch, replies, strict=True):
                         if isinstance(reply, Exception):
                             first_error = first_error or reply
                             continue  # not recorded: a failed request is retried on the next run
                         report.generated += 1
                         demonstration, reason, detail = normalize_demonstration(
-                            reply, example.category, min_words=config.min_words, max_words=config.max_words)
+                            reply, example.category, min_words=config.min_words, max_words=config.max_words,
+                            template=templates[example.category], prompt=example.prompt_text(),
+                            loop_ngram=config.loop_ngram,
+                            max_repeated_ngram_share=config.max_repeated_ngram_share)
                         if demonstration is None:
-                            rejected[reason or "rejected"] += 1
-                            _append(rej, {"id": example.id, "category": example.category, "prompt": example.prompt,
-                                          "output": reply, "reason": reason, "detail": detail, "teacher": source})
+                            reject(example, reply, reason or "rejected", detail)
                             continue
+                        if detail:
+                            cut["echoed template"] += 1
+                        passed.append((example, reply, demonstration))
+                    if passed and config.min_relevance is not None:
+                        if encoder is None:
+                            encoder = _load_encoder(config)
+                        scores = relevance_scores(encoder, [e.prompt_text() for e, _, _ in passed],
+                                                  [answer_of(d) for _, _, d in passed])
+                        kept = []
+                        for (example, reply, demonstration), score in zip(passed, scores, strict=True):
+                            if score < config.min_relevance:
+                                reject(example, reply, "off topic",
+                                       f"cosine of prompt and answer {score:.3f} < {config.min_relevance:g}")
+                            else:
+                                kept.append((example, reply, demonstration))
+                        passed = kept
+                    for example, _, demonstration in passed:
                         row = example.to_dict()
                         row["demonstration"] = demonstration
                         row["meta"] = {**example.meta, "teacher": source}
@@ -389,8 +608,13 @@ def generate_demonstrations(config: DemosConfig, *, teacher: Teacher | None = No
             finally:
                 bar.close()
     report.rejected = dict(rejected)
+    report.cut = dict(cut)
     if first_error is not None:
         raise first_error
+    report.empty_categories = _emptied_categories(examples, output, rejected_path)
+    if report.empty_categories:
+        logger.warning("demos: no demonstration left for %s: every one was rejected",
+                       ", ".join(report.empty_categories))
     card = {"stage": "demos", "report": report.to_dict(),
             "config": {k: v for k, v in config_to_dict(config).items() if k != "progress"}}
     atomic_write_json(card_path(output), card)

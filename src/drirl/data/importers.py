@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drirl.data.schema import BENIGN, SPLITS, Example, Taxonomy, default_taxonomy
+from drirl.data.schema import BENIGN, SPLITS, Example, Taxonomy, check_split, default_taxonomy
 from drirl.errors import ConfigError, DataError
 from drirl.io import read_text
 
@@ -229,8 +229,7 @@ class _Collector:
     """Builds examples: checks prompts, drops identical prompts, keeps ids unique, counts what was dropped."""
 
     def __init__(self, source: str, path: str, report: ImportReport, skip_invalid: bool, split: str):
-        if split not in SPLITS:
-            raise DataError(f"wrong split value {split!r} (expected 'train' or 'test')", field="split")
+        check_split(split)
         self.source, self.path, self.report = source, path, report
         self.skip_invalid, self.split = skip_invalid, split
         self.examples: list[Example] = []
@@ -723,8 +722,8 @@ def import_generic(path: str | os.PathLike, *, columns: dict[str, str] | None = 
             if skip_invalid:
                 collector.drop("wrong split value")
                 continue
-            raise DataError(f"wrong split value {row_split!r} (expected 'train' or 'test')", file=str(path),
-                            line=line, field=columns["split"])
+            raise DataError(f"wrong split value {row_split!r} (expected {', '.join(map(repr, SPLITS))})",
+                            file=str(path), line=line, field=columns["split"])
         demonstration = row.get(columns["demonstration"]) if "demonstration" in columns else None
         source_id = row.get(columns["id"]) if "id" in columns else None
         before = len(collector.examples)

@@ -5,8 +5,9 @@ An example file is JSON lines (one object per line) or a Hugging Face ``datasets
 Every problem raises :class:`~drirl.errors.DataError` naming the file, the line (the row number for a datasets
 folder) and the field, or, with ``skip_invalid``, is counted per reason and skipped.
 
-The test split is fixed in the data (``split: "test"``) and never trained on: every training entry point passes
-its examples through :func:`assert_not_test`.
+Three splits are fixed in the data: ``train``, ``validation`` (for choosing settings) and ``test`` (for reporting
+only). The two held-out splits are never trained on: every training entry point passes its examples through
+:func:`assert_not_test` (or takes them from :func:`train_examples`), which refuses test and validation rows.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from drirl.io import atomic_directory, atomic_write_json, iter_jsonl, read_text,
 logger = logging.getLogger(__name__)
 
 BENIGN = "benign"
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+# Never trained on: validation chooses settings, test only reports.
+HELD_OUT_SPLITS = ("validation", "test")
+_SPLITS_TEXT = "expected 'train', 'validation' or 'test'"
 REQUIRED_FIELDS = ("id", "prompt", "category")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_TAXONOMY_PATH = BUNDLED_DIR / "taxonomy.yaml"
@@ -46,8 +50,9 @@ class Example:
     """One prompt with its category and (optionally) its demonstration.
 
     ``prompt`` is plain text (one user turn) or a list of chat messages ``{"role", "content"}``.
-    ``demonstration`` is the good answer: for a harmful prompt a Chain-of-Draft refusal
-    (``"Draft: ...\\nAnswer: ..."``), for a benign prompt a helpful answer; ``None`` until the teacher fills it.
+    ``demonstration`` is the good answer in Chain-of-Draft form (``"Draft: ...\\nAnswer: ..."``): for a harmful
+    prompt a refusal, for a benign prompt a helpful answer, the same form on both sides (the bundled set and the
+    teacher filter keep it so); ``None`` until the teacher fills it.
     """
 
     id: str
@@ -111,7 +116,7 @@ class Example:
             raise DataError(f"source must be a string, got {source!r}", file=file, line=line, field="source")
         split = d.get("split", "train")
         if split not in SPLITS:
-            raise DataError(f"wrong split value {split!r} (expected 'train' or 'test')", file=file, line=line,
+            raise DataError(f"wrong split value {split!r} ({_SPLITS_TEXT})", file=file, line=line,
                             field="split")
         meta = d.get("meta") or {}
         if not isinstance(meta, dict):
@@ -398,20 +403,35 @@ def write_examples(path: str | os.PathLike, examples: Iterable[Example], *, card
 
 
 # --------------------------------------------------------------------------------------------- splits
-def split_examples(examples: Iterable[Example], split: str) -> list[Example]:
-    """The examples of one split ('train' or 'test')."""
+def check_split(split: str) -> str:
+    """Return ``split`` if it is one of :data:`SPLITS`, else raise DataError naming the allowed values."""
     if split not in SPLITS:
-        raise DataError(f"wrong split value {split!r} (expected 'train' or 'test')", field="split")
+        raise DataError(f"wrong split value {split!r} ({_SPLITS_TEXT})", field="split")
+    return split
+
+
+def split_examples(examples: Iterable[Example], split: str) -> list[Example]:
+    """The examples of one split ('train', 'validation' or 'test')."""
+    check_split(split)
     return [e for e in examples if e.split == split]
 
 
 def assert_not_test(examples: Iterable[Example], *, where: str = "training") -> None:
-    """Raise DataError if any example belongs to the test split: no command ever trains on the test split."""
-    leaked = [e.id for e in examples if e.split == "test"]
+    """Raise DataError if any example belongs to a held-out split (test or validation): no command ever trains on
+    them. The message names the splits that leaked and the first ids."""
+    leaked = [e for e in examples if e.split in HELD_OUT_SPLITS]
     if leaked:
-        shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
-        raise DataError(f"{len(leaked)} test-split example(s) reached {where} ({shown}): "
-                        "refusing to train on the test split", field="split")
+        ids = [e.id for e in leaked]
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        counts = Counter(e.split for e in leaked)
+        splits = [s for s in ("test", "validation") if counts[s]]
+        what = " and ".join(f"{counts[s]} {s}-split" for s in splits)
+        raise DataError(f"{what} example(s) reached {where} ({shown}): refusing to train on the "
+                        f"{' and '.join(splits)} split{'s' if len(splits) > 1 else ''}", field="split")
+
+
+# Clearer name for the same guard: it refuses every held-out split, not only test.
+assert_train_only = assert_not_test
 
 
 def train_examples(examples: Iterable[Example]) -> list[Example]:
@@ -421,9 +441,24 @@ def train_examples(examples: Iterable[Example]) -> list[Example]:
     return train
 
 
+def empty_categories(examples: Iterable[Example], taxonomy: Taxonomy | None = None, *,
+                     split: str = "train") -> list[str]:
+    """Taxonomy categories (benign included) without any example of ``split``: no reward model can be trained for
+    such a category, so the commands that can empty one (demos, balance, split) warn about it."""
+    check_split(split)
+    taxonomy = taxonomy or default_taxonomy()
+    present = {e.category for e in examples if e.split == split}
+    return [c for c in taxonomy.all_ids if c not in present]
+
+
+def validation_examples(examples: Iterable[Example]) -> list[Example]:
+    """The validation split: the rows settings are chosen on (never trained on, never reported as results)."""
+    return split_examples(examples, "validation")
+
+
 # --------------------------------------------------------------------------------------------- bundled set
 def bundled_dataset_paths() -> list[Path]:
-    """The bundled demonstration files: 7 harm categories x 44, and 210 benign prompts."""
+    """The bundled demonstration files: the seven harm categories, and the benign prompts (DATASHEET.md)."""
     return [BUNDLED_DIR / "harmful.jsonl", BUNDLED_DIR / "benign.jsonl"]
 
 
