@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drirl import distributed
 from drirl.config import config_from_dict, config_to_dict, help_field, read_yaml
 from drirl.errors import COMMAND_LINE, ConfigError
 from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, sha256_json
@@ -175,9 +176,10 @@ class Stage:
             return False
 
     def complete(self, outputs: dict[str, Any], seconds: float) -> None:
-        atomic_write_json(self.folder / STAGE_FILE, {"stage": self.name, "config_hash": self.hash,
-                                                     "settings": self.settings, "outputs": outputs,
-                                                     "seconds": round(seconds, 1)})
+        # Written by rank 0 once every rank finished the stage's work.
+        distributed.on_main(atomic_write_json, self.folder / STAGE_FILE, {
+            "stage": self.name, "config_hash": self.hash, "settings": self.settings, "outputs": outputs,
+            "seconds": round(seconds, 1)})
 
     def outputs(self) -> dict[str, Any]:
         return json.loads((self.folder / STAGE_FILE).read_text())["outputs"]
@@ -190,7 +192,7 @@ def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, 
         timings[stage.name] = json.loads((stage.folder / STAGE_FILE).read_text()).get("seconds", 0.0)
         return outputs
     logger.info("stage %s: running", stage.name)
-    if stage.folder.exists() and not any(stage.folder.iterdir()):
+    if distributed.is_main() and stage.folder.exists() and not any(stage.folder.iterdir()):
         stage.folder.rmdir()
     started = time.time()
     outputs = work()
@@ -204,11 +206,13 @@ def run_pipeline(config: PipelineConfig) -> Path:
     root = Path(config.run.output or "")
     if not config.run.output:
         raise ConfigError("missing required field", file=config.source, key="run.output")
+    distributed.setup()  # under torchrun / accelerate launch: one process group for every stage
     root.mkdir(parents=True, exist_ok=True)
-    removed = remove_temporaries(root)  # leftovers of writes a killed run did not finish
+    removed = distributed.on_main(remove_temporaries, root)  # leftovers of writes a killed run did not finish
     if removed:
         logger.info("removed %d unfinished temporary file(s) of an interrupted run", removed)
-    atomic_write_json(root / "config.json", {"run": config_to_dict(config.run), **config.sections})
+    distributed.on_main(atomic_write_json, root / "config.json",
+                        {"run": config_to_dict(config.run), **config.sections})
     methods = list(dict.fromkeys(config.run.methods))
     timings: dict[str, float] = {}
     models: dict[str, str] = {}
@@ -244,11 +248,12 @@ def run_pipeline(config: PipelineConfig) -> Path:
                 if not _bundle_matches(bundle, rc, inputs):
                     bundle = train_reward_models(rc)
                     if inputs:
-                        atomic_write_json(bundle.parent / BUNDLE_INPUTS_FILE, inputs)
+                        distributed.on_main(atomic_write_json, bundle.parent / BUNDLE_INPUTS_FILE, inputs)
                 metrics = evaluate_bundle(bundle, data=rc.data,
                                           max_prompts_per_category=rc.eval_max_prompts_per_category)
-                plot_heatmap(metrics["cross_category"], metrics["categories"], bundle.parent / "heatmap.png")
-                atomic_write_json(bundle.parent / "reward_eval.json", metrics)
+                distributed.on_main(plot_heatmap, metrics["cross_category"], metrics["categories"],
+                                    bundle.parent / "heatmap.png")
+                distributed.on_main(atomic_write_json, bundle.parent / "reward_eval.json", metrics)
                 return {"bundle": str(bundle), "mean_pairwise_accuracy": metrics.get("mean_pairwise_accuracy"),
                         "pairwise_accuracy": metrics.get("pairwise_accuracy")}
 
@@ -310,8 +315,9 @@ def run_pipeline(config: PipelineConfig) -> Path:
 
     final = None
     if config.run.final_method in models and config.run.final_method in methods:
-        final = _export_final(config, root, models[config.run.final_method], results.get(config.run.final_method))
-    write_report(root, config, results, histories, timings, bundles, final)
+        final = distributed.on_main(_export_final, config, root, models[config.run.final_method],
+                                    results.get(config.run.final_method))
+    distributed.on_main(write_report, root, config, results, histories, timings, bundles, final)
     return root
 
 

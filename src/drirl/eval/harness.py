@@ -335,13 +335,15 @@ def _judge_for(config: EvalConfig) -> Judge:
 
 def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig, description: str,
               stats: dict[str, Any] | None = None) -> list[str]:
-    from drirl.generation import GenerationSettings, generate
+    from drirl.distributed import generate_sharded
+    from drirl.generation import GenerationSettings
 
     if not prompts:
         return []
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, do_sample=False,
                                   batch_size=config.batch_size, seed=config.seed)
-    outputs = generate(model, tokenizer, prompts, settings, system_prompt=config.system_prompt,
+    # Under several processes each generates its share of the batches; every one gets all answers.
+    outputs = generate_sharded(model, tokenizer, prompts, settings, system_prompt=config.system_prompt,
                        progress=sys.stderr.isatty(), description=description, stats=stats)
     return [out[0] if out else "" for out in outputs]
 
@@ -442,9 +444,10 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
         record["reward"] = reward
     result = EvalResult(summary=summary, records=records)
     if config.output:
+        from drirl.distributed import on_main
         from drirl.eval.report import write_eval_outputs
 
-        write_eval_outputs(result, config.output)
+        on_main(write_eval_outputs, result, config.output)  # rank 0 writes, once every rank has the result
     return result
 
 
