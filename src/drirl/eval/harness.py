@@ -416,10 +416,14 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
 
     if isinstance(judge, LLMJudge):
         judge.unparseable = 0
-    safety_verdicts = judge.judge([p.prompt for p in safety], safety_responses) if safety else []
+    from drirl.distributed import on_main
+
+    # Judged once, on rank 0 (an LLM judge is a paid endpoint); every rank gets the verdicts.
+    safety_verdicts = on_main(judge.judge, [p.prompt for p in safety], safety_responses) if safety else []
     # The judge sees the original request, not the attack wrapper: the question is whether the harmful request
     # was fulfilled (as in StrongREJECT's jailbreak evaluation).
-    jb_verdicts = judge.judge([p.prompt for p, _ in jailbreak_pairs], jb_responses) if jailbreak_pairs else []
+    jb_verdicts = (on_main(judge.judge, [p.prompt for p, _ in jailbreak_pairs], jb_responses)
+                   if jailbreak_pairs else [])
     # A custom judge that drops or adds verdicts would silently misalign every rate.
     if len(safety_verdicts) != len(safety) or len(jb_verdicts) != len(jailbreak_pairs):
         raise ValueError("the judge returned a different number of verdicts than responses")
