@@ -87,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from drirl import distributed
+
+    # Under torchrun / accelerate launch: the process group and this process's GPU before any model loads.
+    distributed.setup()
     try:
         return int(args.handler(args) or 0)
     except DrirlError as err:
