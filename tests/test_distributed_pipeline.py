@@ -61,6 +61,9 @@ def _config(tmp_path: Path, model: Path, name: str, processes: int) -> Path:
     path = tiny_config(folder, model, folder / "run")
     config = yaml.safe_load(path.read_text())
     config["reward"]["per_device_train_batch_size"] = 4 // processes
+    # 3 training prompts x 4 negatives = 12 pairs per model, whole global batches of 4: with a ragged last batch
+    # accelerate would repeat examples to fill every process's share, and the two runs would differ in that step.
+    config["reward"]["negatives_per_prompt"] = 4
     # Two generation batches of 4 test prompts or fewer per set, so both ranks generate answers.
     config["eval"]["batch_size"] = 2
     config["reward"]["generation_batch_size"] = 4
@@ -115,11 +118,34 @@ def test_two_processes_match_one(tiny_lm_path, tmp_path):
     single, double = _report(root_one), _report(root_two)
     assert set(single["methods"]) == {"base", "dr-irl"}
     _assert_close(double, single)
+    # The reward models' sampled negatives: the same samples, though each rank sampled only its share of the batches.
+    caches = [sorted((tmp_path / name / "negcache").glob("*.jsonl")) for name in ("one", "two")]
+    assert caches[0] and [p.name for p in caches[0]] == [p.name for p in caches[1]]
+    for mine, theirs in zip(*caches, strict=True):
+        assert theirs.read_text() == mine.read_text()
     responses = [(root / "eval-base" / "responses.jsonl").read_text() for root in (root_one, root_two)]
     assert responses[0] == responses[1]
+    from safetensors.torch import load_file
+
     reward_one = json.loads((root_one / "reward" / "reward_eval.json").read_text())
     reward_two = json.loads((root_two / "reward" / "reward_eval.json").read_text())
     assert reward_two["pairwise_accuracy"] == pytest.approx(reward_one["pairwise_accuracy"], abs=1e-6)
+    # The reward models trained data-parallel: as many optimiser steps as one process (not twice as many, as two
+    # lone processes with half the batch would take), and the same trained weights. (The manifest's train_loss is
+    # the transformers Trainer's mean over rank 0's own examples, so it is not compared.)
+    models_one = json.loads((root_one / "reward" / "bundle" / "manifest.json").read_text())["models"]
+    models_two = json.loads((root_two / "reward" / "bundle" / "manifest.json").read_text())["models"]
+    assert models_two.keys() == models_one.keys() == {"benign", "crime", "insult"}
+    for name, entry in models_one.items():
+        mine, theirs = entry["metrics"], models_two[name]["metrics"]
+        assert (theirs["train_pairs"], theirs["optimizer_steps"]) == (mine["train_pairs"], mine["optimizer_steps"]) \
+            == (12, 3)
+        weights_one = load_file(root_one / "reward" / "bundle" / name / "adapter_model.safetensors")
+        weights_two = load_file(root_two / "reward" / "bundle" / name / "adapter_model.safetensors")
+        assert weights_two.keys() == weights_one.keys()
+        # Training moved the adapters by ~1e-4 in 3 steps; the two runs agree far closer than that.
+        assert max(weights_one[k].abs().max().item() for k in weights_one if "lora_B" in k) > 1e-5
+        assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-6
 
     # Each file written once, by rank 0: the same writes, as often, as in the one-process run.
     writes_one, writes_two = _writes(tmp_path / "one.log", root_one), _writes(tmp_path / "two.log", root_two)
