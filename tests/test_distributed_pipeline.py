@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -73,13 +72,11 @@ def _config(tmp_path: Path, model: Path, name: str, processes: int) -> Path:
     return path
 
 
-def _launch(command: list[str], tmp_path: Path) -> float:
+def _launch(command: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "DRIRL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(HERE.parent), *sys.path])}
-    started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    return time.monotonic() - started
 
 
 def _assert_close(actual, expected, where: str = "report") -> None:
