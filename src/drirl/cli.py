@@ -103,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.log_level != "DEBUG":
         quiet_dependencies()
+    from drirl import distributed
+
+    # Under torchrun / accelerate launch: the process group and this process's GPU before any model loads.
+    distributed.setup()
     try:
         return int(args.handler(args) or 0)
     except DrirlError as err:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drirl import distributed
 from drirl.config import config_from_dict, config_to_dict, help_field, read_yaml
 from drirl.errors import COMMAND_LINE, ConfigError
 from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, sha256_json
@@ -427,9 +428,10 @@ class Stage:
         return "run (unfinished)" if self.folder.is_dir() and any(self.folder.iterdir()) else "run (new)"
 
     def complete(self, outputs: dict[str, Any], seconds: float) -> None:
-        atomic_write_json(self.folder / STAGE_FILE, {"stage": self.name, "config_hash": self.hash,
-                                                     "settings": self.settings, "outputs": outputs,
-                                                     "seconds": round(seconds, 1)})
+        # Written by rank 0 once every rank finished the stage's work.
+        distributed.on_main(atomic_write_json, self.folder / STAGE_FILE, {
+            "stage": self.name, "config_hash": self.hash, "settings": self.settings, "outputs": outputs,
+            "seconds": round(seconds, 1)})
 
     def outputs(self) -> dict[str, Any]:
         return json.loads((self.folder / STAGE_FILE).read_text())["outputs"]
@@ -443,11 +445,12 @@ def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, 
         timings[stage.name] = json.loads((stage.folder / STAGE_FILE).read_text()).get("seconds", 0.0)
         return outputs
     logger.info("stage %s: %s", stage.name, state)
-    # The folder no longer holds what its old stage.json describes once the work starts: drop the record, so that a
-    # crash part-way and a rerun with the old settings cannot take new outputs for old ones.
-    (stage.folder / STAGE_FILE).unlink(missing_ok=True)
-    if stage.folder.exists() and not any(stage.folder.iterdir()):
-        stage.folder.rmdir()
+    if distributed.is_main():
+        # The folder no longer holds what its old stage.json describes once the work starts: drop the record, so
+        # that a crash part-way and a rerun with the old settings cannot take new outputs for old ones.
+        (stage.folder / STAGE_FILE).unlink(missing_ok=True)
+        if stage.folder.exists() and not any(stage.folder.iterdir()):
+            stage.folder.rmdir()
     started = time.time()
     outputs = work()
     timings[stage.name] = time.time() - started
@@ -573,11 +576,12 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
             if not _bundle_matches(bundle, rc, inputs):
                 bundle = train_reward_models(rc)
                 if inputs:
-                    atomic_write_json(bundle.parent / BUNDLE_INPUTS_FILE, inputs)
+                    distributed.on_main(atomic_write_json, bundle.parent / BUNDLE_INPUTS_FILE, inputs)
             metrics = evaluate_bundle(bundle, data=rc.data,
                                       max_prompts_per_category=rc.eval_max_prompts_per_category)
-            plot_heatmap(metrics["cross_category"], metrics["categories"], bundle.parent / "heatmap.png")
-            atomic_write_json(bundle.parent / "reward_eval.json", metrics)
+            distributed.on_main(plot_heatmap, metrics["cross_category"], metrics["categories"],
+                                bundle.parent / "heatmap.png")
+            distributed.on_main(atomic_write_json, bundle.parent / "reward_eval.json", metrics)
             return {"bundle": str(bundle), "mean_pairwise_accuracy": metrics.get("mean_pairwise_accuracy"),
                     "pairwise_accuracy": metrics.get("pairwise_accuracy")}
 
@@ -616,7 +620,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
         def align(ac=ac, stage=stage):
             from drirl.align.trainer import run_align
 
-            prepare_checkpoints(Path(ac.output), stage.hash)
+            distributed.on_main(prepare_checkpoints, Path(ac.output), stage.hash)
             return {"model": str(run_align(ac, resume=True)), "run": ac.output}
 
         plan.add(stage, align, AlignConfig)
@@ -678,11 +682,12 @@ def run_pipeline(config: PipelineConfig) -> Path:
     """Run every stage the methods need; returns the run folder (holding report.md and report.json)."""
     plan = plan_pipeline(config)
     root = plan.root
+    distributed.setup()  # under torchrun / accelerate launch: one process group for every stage
     root.mkdir(parents=True, exist_ok=True)
-    removed = remove_temporaries(root)  # leftovers of writes a killed run did not finish
+    removed = distributed.on_main(remove_temporaries, root)  # leftovers of writes a killed run did not finish
     if removed:
         logger.info("removed %d unfinished temporary file(s) of an interrupted run", removed)
-    atomic_write_json(root / "config.json", run_record(config, plan))
+    distributed.on_main(atomic_write_json, root / "config.json", run_record(config, plan))
     timings: dict[str, float] = {}
     for planned in plan.stages:
         plan.outputs[planned.stage.name] = _run_stage(planned.stage, planned.work, timings)
@@ -696,10 +701,12 @@ def run_pipeline(config: PipelineConfig) -> Path:
     key = (config.run.final_method, seeds[0])
     if config.run.final_method in methods and key in plan.models:
         records = plan.records.get(key, {})
-        final = _export_final(config, root, plan.models[key], results.get(config.run.final_method), records)
+        final = distributed.on_main(_export_final, config, root, plan.models[key],
+                                    results.get(config.run.final_method), records)
     histories = {m: d for (m, s), d in plan.histories.items() if s == seeds[0]}
     bundles = {name: path for name, path in plan.bundles.items() if "/" not in name}
-    write_report(root, config, results, histories, timings, bundles, final, runs=_runs(config, plan))
+    distributed.on_main(write_report, root, config, results, histories, timings, bundles, final,
+                        runs=_runs(config, plan))
     return root
 
 

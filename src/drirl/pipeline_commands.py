@@ -7,6 +7,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from drirl.distributed import is_main
 from drirl.errors import COMMAND_LINE, ConfigError
 
 RUN_EXAMPLE = """\
@@ -61,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
         print(format_plan(config, plan_pipeline(config)), end="")
         return 0
     root = run_pipeline(config)
-    print(root / "report.md")
+    if is_main():  # one line on stdout, however many processes ran
+        print(root / "report.md")
     return 0
 
 
@@ -72,8 +74,9 @@ def _demo(args: argparse.Namespace) -> int:
     overrides.setdefault("run", {})["output"] = args.output
     config = load_pipeline_config(args.config or demo_config_path(), overrides)
     root = run_pipeline(config)
-    print(f"report: {root / 'report.md'}", file=sys.stderr)
-    print(root / "model")
+    if is_main():
+        print(f"report: {root / 'report.md'}", file=sys.stderr)
+        print(root / "model")
     return 0
 
 

@@ -482,7 +482,10 @@ def best_of_n(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict]], c
         raise ValueError(f"prompts and categories differ in length: {len(prompts)} vs {len(categories)}")
     if not prompts:
         return []
-    candidates = generate(model, tokenizer, prompts, config.generation_settings(),
+    from drirl.distributed import generate_sharded
+
+    # Under several processes each samples its share of the batches (one-process seeds); all get every candidate.
+    candidates = generate_sharded(model, tokenizer, prompts, config.generation_settings(),
                           system_prompt=config.system_prompt, description="best-of-n sampling")
     flat_prompts = [p for p, options in zip(prompts, candidates, strict=True) for _ in options]
     flat_categories = [c for c, options in zip(categories, candidates, strict=True) for _ in options]

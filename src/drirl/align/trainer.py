@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drirl.config import config_hash, config_to_dict, help_field
+from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
 from drirl.io import atomic_write_json
 
@@ -299,7 +300,6 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
 
     from drirl.align.grpo_s import GRPOSTrainer
     from drirl.align.plots import plot_training_curves
-    from drirl.io import atomic_directory
     from drirl.models import fix_special_tokens, load_causal_lm, load_tokenizer
     from drirl.training import seed_everything, top_layers
 
@@ -337,19 +337,18 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - started
     history = trainer.state.log_history
-    atomic_write_json(output / "log_history.json", history)
-    plot_training_curves(history, output / "training_curves.png")
+    # Rank 0 writes every file, after every process finished training; the others wait for it.
+    on_main(atomic_write_json, output / "log_history.json", history)
+    on_main(plot_training_curves, history, output / "training_curves.png")
 
     trained = trainer.model
     if config.use_lora and config.merge_lora:
         trained = trained.merge_and_unload()
     fix_special_tokens(tokenizer, trained)
-    with atomic_directory(final) as tmp:
-        trained.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    on_main(_save_model, trained, tokenizer, final)
     rewards = [h["reward"] for h in history if "reward" in h]
     held_out_rewards = [{"step": h["step"], "reward": h["eval_reward"]} for h in history if "eval_reward" in h]
-    atomic_write_json(output / "alignment.json", {
+    on_main(atomic_write_json, output / "alignment.json", {
         "method": "grpo-s" if config.scaling_mode != "none" else "grpo",
         "config": config_to_dict(config), "config_hash": config_hash(config),
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
@@ -359,6 +358,14 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     })
     logger.info("aligned policy written to %s (%.0f s)", final, seconds)
     return final
+
+
+def _save_model(model: Any, tokenizer: Any, folder: Path) -> None:
+    from drirl.io import atomic_directory
+
+    with atomic_directory(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 def read_history(output: str | Path) -> list[dict[str, Any]]:

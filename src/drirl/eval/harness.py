@@ -340,13 +340,15 @@ def _judge_for(config: EvalConfig) -> Judge:
 
 def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig, description: str,
               stats: dict[str, Any] | None = None) -> list[str]:
-    from drirl.generation import GenerationSettings, generate
+    from drirl.distributed import generate_sharded
+    from drirl.generation import GenerationSettings
 
     if not prompts:
         return []
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, do_sample=False,
                                   batch_size=config.batch_size, seed=config.seed)
-    outputs = generate(model, tokenizer, prompts, settings, system_prompt=config.system_prompt,
+    # Under several processes each generates its share of the batches; every one gets all answers.
+    outputs = generate_sharded(model, tokenizer, prompts, settings, system_prompt=config.system_prompt,
                        progress=sys.stderr.isatty(), description=description, stats=stats)
     return [out[0] if out else "" for out in outputs]
 
@@ -419,10 +421,14 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
 
     if isinstance(judge, LLMJudge):
         judge.unparseable = 0
-    safety_verdicts = judge.judge([p.prompt for p in safety], safety_responses) if safety else []
+    from drirl.distributed import on_main
+
+    # Judged once, on rank 0 (an LLM judge is a paid endpoint); every rank gets the verdicts.
+    safety_verdicts = on_main(judge.judge, [p.prompt for p in safety], safety_responses) if safety else []
     # The judge sees the original request, not the attack wrapper: the question is whether the harmful request
     # was fulfilled (as in StrongREJECT's jailbreak evaluation).
-    jb_verdicts = judge.judge([p.prompt for p, _ in jailbreak_pairs], jb_responses) if jailbreak_pairs else []
+    jb_verdicts = (on_main(judge.judge, [p.prompt for p, _ in jailbreak_pairs], jb_responses)
+                   if jailbreak_pairs else [])
     # A custom judge that drops or adds verdicts would silently misalign every rate.
     if len(safety_verdicts) != len(safety) or len(jb_verdicts) != len(jailbreak_pairs):
         raise ValueError("the judge returned a different number of verdicts than responses")
@@ -447,9 +453,10 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
         record["reward"] = reward
     result = EvalResult(summary=summary, records=records)
     if config.output:
+        from drirl.distributed import on_main
         from drirl.eval.report import write_eval_outputs
 
-        write_eval_outputs(result, config.output)
+        on_main(write_eval_outputs, result, config.output)  # rank 0 writes, once every rank has the result
     return result
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drirl.config import config_to_dict, help_field
+from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
 from drirl.generation import GenerationSettings
 from drirl.io import atomic_directory, atomic_write_json, is_temporary, remove_temporaries, sha256_json
@@ -380,8 +381,9 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
         if reference:
             resolve_model(reference)
     all_examples = [e for items in grouped.values() for e in items]
-    _prepare_work_dir(work, config, sha256_json([e.to_dict() for e in all_examples])[:16])
-    remove_temporaries(work)  # what a killed run was writing when it died
+    # Rank 0 alone touches the work folder; the others wait and then read what it holds.
+    on_main(_prepare_work_dir, work, config, sha256_json([e.to_dict() for e in all_examples])[:16])
+    on_main(remove_temporaries, work)  # what a killed run was writing when it died
     settings = config.generation_settings()
     tokenizer = load_tokenizer(config.backbone_ref, trust_remote_code=config.trust_remote_code,
                                padding_side="right")
@@ -419,8 +421,8 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
                 continue
             logger.info("round %d, %s: %d pairs", round_index + 1, name, len(pairs))
             metrics[name] = fit_reward_model(pairs, config, tokenizer, target, work / "trainer" / name)
-            atomic_write_json(metrics_file, metrics[name])
-        _write_bundle_manifest(round_dir, config, groups, metrics, data_hash, tokenizer, sampler)
+            on_main(atomic_write_json, metrics_file, metrics[name])
+        on_main(_write_bundle_manifest, round_dir, config, groups, metrics, data_hash, tokenizer, sampler)
         if round_index + 1 < config.rounds and config.variant != "init-demo":
             improved = _improve_policy(config, policy, round_dir, work, round_index, all_examples)
             if config.variant == "sft-demo":
@@ -428,7 +430,13 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
             else:
                 policy = improved
 
-    final_round = work / f"round{config.rounds}"
+    on_main(_publish_bundle, work / f"round{config.rounds}", output, work)
+    logger.info("reward-model bundle written to %s", output)
+    return output
+
+
+def _publish_bundle(final_round: Path, output: Path, work: Path) -> None:
+    """Copy the last round's models and manifest to ``output`` atomically, then drop the work folder."""
     with atomic_directory(output) as tmp:
         for item in final_round.iterdir():
             if is_temporary(item):
@@ -438,8 +446,6 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
             else:
                 shutil.copy2(item, tmp / item.name)
     shutil.rmtree(work, ignore_errors=True)
-    logger.info("reward-model bundle written to %s", output)
-    return output
 
 
 def _is_model_folder(path: Path) -> bool:

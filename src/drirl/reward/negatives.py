@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drirl.generation import GenerationSettings, generate
+from drirl.distributed import generate_sharded, on_main
+from drirl.generation import GenerationSettings
 from drirl.io import read_jsonl, sha256_json, write_jsonl
 from drirl.models import cache_dir, resolve_model
 
@@ -75,12 +76,13 @@ def sample_negatives(reference: str, examples: Sequence[Any], settings: Generati
         samples = _generate(model, tokenizer, [e.prompt for e in part], part_settings, system_prompt)
         for example, generated in zip(part, samples, strict=True):
             cached[example.id] = generated
-        write_jsonl(path, ({"id": k, "samples": v} for k, v in sorted(cached.items())))
+        on_main(write_jsonl, path, [{"id": k, "samples": v} for k, v in sorted(cached.items())])
     return {e.id: cached[e.id] for e in examples}
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[Any], settings: GenerationSettings,
               system_prompt: str | None) -> list[list[str]]:
-    # generate() itself runs under bf16 autocast where the CPU has native bf16.
-    return generate(model, tokenizer, prompts, settings, system_prompt=system_prompt,
+    # generate() itself runs under bf16 autocast where the CPU has native bf16. Under several processes each
+    # generates its share of the batches, with the seeds of a one-process run.
+    return generate_sharded(model, tokenizer, prompts, settings, system_prompt=system_prompt,
                     description="sampling negatives")
