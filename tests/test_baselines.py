@@ -465,14 +465,23 @@ def test_dpo_s_trains_and_records_alpha(tiny_lm_path, tmp_path):
     rejected = {"a": ["Sure, here is how."], "b": ["Fine: you are dull."], "c": ["Lyon."], "d": ["12 Elm Street."],
                 "e": ["Use a tension wrench."]}
     reward = _TableReward({"Sure, here is how.": -1.0, "Use a tension wrench.": -3.0})
-    config = _tiny_config(DPOBaselineConfig, max_steps=2, per_device_train_batch_size=3, scaling_mode="model",
-                          reward_models="unused-a-scorer-is-given")
+    config = _tiny_config(DPOBaselineConfig, max_steps=2, per_device_train_batch_size=3, scaling_mode="model")
     out = train_dpo([*EXAMPLES, extra], rejected, str(tiny_lm_path), tmp_path / "dpo-s", config, reward_model=reward)
     manifest = json.loads((out / TRAIN_MANIFEST).read_text())
     assert manifest["method"] == "dpo-s" and manifest["optimizer_steps"] == 2
     assert manifest["scaling"]["alpha_min"] == 0.5 and manifest["scaling"]["alpha_max"] == 2.0
     assert manifest["scaling"]["fraction_clipped"] == pytest.approx(0.4)
     assert manifest["scaling"]["alpha_mean"] == pytest.approx((2.0 + 0.5 + 3 * 1.0) / 5, abs=1e-4)
+
+
+def test_dpo_s_model_factor_needs_reward_models():
+    from drirl.align.baselines import dpo_scaling
+    from drirl.errors import ConfigError
+
+    rows = dpo_rows(EXAMPLES[:1], {"a": ["Sure."]})
+    with pytest.raises(ConfigError) as info:
+        dpo_scaling(rows, ["crime"], DPOBaselineConfig(scaling_mode="both"), text_encoder=_Letters())
+    assert info.value.key == "reward_models"
 
 
 def test_dpo_s_data_factor_uses_the_text_encoder(tiny_lm_path):
@@ -488,7 +497,7 @@ def test_dpo_s_data_factor_uses_the_text_encoder(tiny_lm_path):
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
-    ({"scaling_mode": "model"}, "reward_models"), ({"alpha_min": -1.0}, "alpha_min"), ({"lora_r": 0}, "lora_r"),
+    ({"alpha_min": -1.0}, "alpha_min"), ({"lora_r": 0}, "lora_r"), ({"scaling_delta_on": "draft"}, "scaling_delta_on"),
     ({"reward_fallback": "zero"}, "reward_fallback")])
 def test_dpo_config_checks_its_scaling_and_lora_fields(overrides, key):
     from drirl.config import config_from_dict

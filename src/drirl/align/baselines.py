@@ -104,7 +104,8 @@ class DPOBaselineConfig(_PolicyTrainingConfig, ScalingConfig):
         "are the category means over the training pairs (scaling_data_reference, scaling_model_reference and "
         "scaling_running_mean_momentum do not apply: the pairs are fixed before training)."))
     reward_models: str | None = field(default=None, metadata=help_field(
-        "Reward-model bundle (`drirl reward train`) that scores the gaps of α^M in DPO-S."))
+        "Reward-model bundle (`drirl reward train`) that scores the gaps of α^M in DPO-S; required by scaling_mode "
+        "model and both (checked when training starts, since a pipeline fills it in with the bundle it trains)."))
     reward_fallback: str = field(default="error", metadata=help_field(
         "What a prompt whose category has no model in reward_models gets: error, single or mean."))
 
@@ -125,9 +126,6 @@ class DPOBaselineConfig(_PolicyTrainingConfig, ScalingConfig):
         self.check_scaling()
         if self.reward_fallback not in ("error", "single", "mean"):
             raise ConfigError(f"must be error, single or mean, got {self.reward_fallback!r}", key="reward_fallback")
-        if self.scaling_mode in ("model", "both") and not self.reward_models:
-            raise ConfigError(f"scaling_mode {self.scaling_mode!r} (α^M) needs the reward-model bundle that scores "
-                              "the gaps", key="reward_models")
 
 
 @dataclass
@@ -463,6 +461,9 @@ def dpo_scaling(rows: Sequence[dict[str, Any]], categories: Sequence[str], confi
         delta = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on).deltas(samples, demos)
     gaps = torch.zeros(count)
     if config.scaling_mode in ("model", "both"):
+        if reward_model is None and not config.reward_models:
+            raise ConfigError(f"scaling_mode {config.scaling_mode!r} (α^M) needs the reward-model bundle that scores "
+                              "the gaps", key="reward_models")
         if reward_model is None:
             from drirl.reward.bundle import CategoryRewardModels
 

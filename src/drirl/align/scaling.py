@@ -573,9 +573,9 @@ def compute_group_scaling(
         demo_rewards: ``[B]`` R_j(q, õ) of each prompt's demonstration.
         categories: the B prompts' categories j, used by the category running means.
         config: the switches; see :class:`ScalingConfig`.
-        delta_running: running mean of δ per category; required when ``data_reference`` is
+        delta_running: running mean of δ per category; required when ``scaling_data_reference`` is
             ``"category_running_mean"`` and α^D is used.
-        gap_running: running mean of the group mean gap ḡ per category; required when ``model_reference`` is
+        gap_running: running mean of the group mean gap ḡ per category; required when ``scaling_model_reference`` is
             ``"category_running_mean"`` and α^M is used.
 
     Groups are processed in order and each running mean is read *before* it is updated with the current group,
@@ -597,9 +597,9 @@ def compute_group_scaling(
     running_delta = use_data and config.scaling_data_reference == "category_running_mean"
     running_gap = use_model and config.scaling_model_reference == "category_running_mean"
     if running_delta and delta_running is None:
-        raise ValueError("data_reference='category_running_mean' needs a delta_running CategoryRunningMean")
+        raise ValueError("scaling_data_reference='category_running_mean' needs a delta_running CategoryRunningMean")
     if running_gap and gap_running is None:
-        raise ValueError("model_reference='category_running_mean' needs a gap_running CategoryRunningMean")
+        raise ValueError("scaling_model_reference='category_running_mean' needs a gap_running CategoryRunningMean")
 
     dtype = _float_dtype(delta, rewards, demo_rewards)
     device = delta.device
