@@ -216,4 +216,7 @@ def test_group_of_eight_two_prompts_per_step_trains(tiny_lm_path, tmp_path, monk
     run_align(config, reward_funcs=[LengthReward()], examples=_examples())
     assert seen["scaling"].alpha.shape == (2, 8)
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
-    assert any("scaling/fraction_masked" in h for h in history)
+    masked = [h["scaling/fraction_masked"] for h in history if "scaling/fraction_masked" in h]
+    assert len(masked) == 1 and 0.0 <= masked[0] <= 1.0
+    rates = json.loads((tmp_path / "run" / "alignment.json").read_text())["scaling_rates"]
+    assert rates["fraction_masked"] == pytest.approx(masked[0], abs=1e-4)

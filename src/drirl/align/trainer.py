@@ -317,10 +317,18 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "held_out_reward": held_out_rewards,
+        # How often the α clip bound and the outlier mask fired, averaged over the logged steps (None: scaling off).
+        "scaling_rates": {name: _mean_logged(history, f"scaling/{name}")
+                          for name in ("fraction_clipped", "fraction_masked")},
         "scaling_state": trainer.scaling_state(),
     })
     logger.info("aligned policy written to %s (%.0f s)", final, seconds)
     return final
+
+
+def _mean_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(h[key]) for h in history if key in h]
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def read_history(output: str | Path) -> list[dict[str, Any]]:
