@@ -531,7 +531,8 @@ def _dpo_s_trainer_class():
         The loss of a batch of n pairs is (1/n) Σ_i α_i ℓ_i, ℓ_i TRL's per-pair loss. TRL averages the per-pair losses
         inside ``_compute_loss`` with no hook in between, so ``compute_loss`` is overridden: a batch whose weights
         are all equal is TRL's loss times that weight; otherwise TRL's loss is computed pair by pair (the same
-        forward passes, in slices) and weighted. Rows without ``pair_weight`` train as plain DPO.
+        forward passes, in slices) and weighted. Rows without ``pair_weight`` train as plain DPO, and evaluation
+        (``return_outputs=True``) reports TRL's unweighted loss.
         """
 
         def __init__(self, *args: Any, **kwargs: Any):
