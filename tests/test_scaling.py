@@ -312,7 +312,7 @@ def test_scaling_config_defaults_and_help():
     # The spec's absolute τ is the default; k = 1 and raw gaps are the paper's α.
     assert (config.alpha_min, config.alpha_max, config.scaling_outlier_tau, config.scaling_outlier_tau_relative,
             config.scaling_running_mean_momentum, config.scaling_sharpness, config.scaling_standardize_gaps,
-            config.scaling_delta_on) == (0.5, 2.0, 4.0, False, 0.9, 1.0, False, "full")
+            config.scaling_delta_on, config.scaling_centered) == (0.5, 2.0, 4.0, False, 0.9, 1.0, False, "full", False)
     for f in dataclasses.fields(ScalingConfig):
         assert f.metadata.get("help"), f.name
 

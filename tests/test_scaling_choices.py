@@ -121,6 +121,26 @@ def test_sharpness_widens_alpha_data():
         data_hardness_weight(t([0.0, 1.0]), sharpness=0.0)
 
 
+def test_paper_form_flattens_at_large_k_and_the_centred_form_does_not():
+    # δ = [0.5, 0.9], δ̄ = 0.7, k = 8. Paper: σ(4)/σ(5.6) = 0.9820138 / 0.9963158 = 0.9856451 and
+    # σ(7.2)/σ(5.6) = 0.9992540 / 0.9963158 = 1.0029491: both within 1.5 % of 1.
+    close(data_hardness_weight(t([0.5, 0.9]), sharpness=8.0), [0.9856451, 1.0029491])
+    # Centred: 2·σ(8·(∓0.2)) = 2·σ(∓1.6) = 0.3359632 and 1.6640368.
+    close(data_hardness_weight(t([0.5, 0.9]), sharpness=8.0, centered=True), [0.3359632, 1.6640368])
+    # k = 2 on δ = [0, 1]: 2·σ(∓1) = 0.5378828 and 1.4621172; at the reference α^D = 1.
+    close(data_hardness_weight(t([0.0, 1.0]), sharpness=2.0, centered=True), [0.5378828, 1.4621172])
+    close(data_hardness_weight(t([0.3, 0.3]), sharpness=5.0, centered=True), [1.0, 1.0])
+
+
+def test_centred_alpha_model_and_its_switch_in_group_scaling():
+    # 2·σ(1·(1 − (−1))) = 2·σ(2) = 1.7615942
+    close(model_responsiveness_weight(t(1.0), t(-1.0), centered=True), 1.7615942)
+    # G = 4, g = [0, 0, 0, 4]: ḡ_P = 0, ḡ = 1 (group mean): centred k = 1 gives 2·σ(−1) = 0.5378828.
+    config = ScalingConfig(scaling_mode="model", scaling_model_reference="group_mean", scaling_centered=True)
+    result = compute_group_scaling(t([[0.0] * 4]), t([[0.0, 0.0, 0.0, 4.0]]), t([0.0]), ["crime"], config)
+    close(result.alpha_model, [0.5378828])
+
+
 def test_sharpness_on_alpha_model():
     # σ(2·1)/σ(2·0) = 0.8807971 / 0.5 = 1.7615942
     close(model_responsiveness_weight(t(1.0), t(0.0), sharpness=2.0), 1.7615942)

@@ -246,7 +246,8 @@ def _log_sigmoid(x: Tensor) -> Tensor:
     return -F.softplus(-x)
 
 
-def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, sharpness: float = 1.0) -> Tensor:
+def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, sharpness: float = 1.0,
+                         centered: bool = False) -> Tensor:
     """α^D_i = σ(k·δ_i) / σ(k·δ̄): harder-than-reference responses (δ_i > δ̄) get α^D > 1, easier ones α^D < 1.
 
     Args:
@@ -255,7 +256,11 @@ def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, s
             completion with its siblings. Otherwise a scalar or a tensor broadcastable to
             ``delta.shape[:-1] + (1,)``, e.g. the running mean δ of the prompt's category.
         sharpness: k > 0 (**Choice**; 1 is the paper's σ(δ)/σ(δ̄)). δ lies in [0, 2], where σ is nearly linear,
-            so with k = 1 α^D stays within about ±25 % of 1; a larger k widens the range.
+            so with k = 1 α^D stays within about ±25 % of 1. A larger k widens the range only while k·δ stays
+            out of σ's flat tail: δ is mostly 0.4–0.9, so k·δ saturates for k of about 4 and more.
+        centered: **Choice**, off by default. α^D = σ(k·(δ_i − δ̄)) / σ(0) = 2·σ(k·(δ_i − δ̄)) instead: the same
+            value at δ_i = δ̄ (1) and the same slope at k = 1 up to σ's curvature, but k then scales the deviation
+            itself, so the range grows with k towards (0, 2) instead of collapsing to 1.
 
     Non-finite δ are replaced by the group mean of the finite ones (a failed embedding should not decide the
     weight); a group with no finite δ, or a non-finite reference, gives the neutral α^D = 1. The result is
@@ -276,6 +281,8 @@ def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, s
     fill = torch.where(any_finite.unsqueeze(-1), group_mean, reference)
     delta = torch.where(torch.isfinite(delta), delta, fill)
     k = _sharpness(sharpness)
+    if centered:
+        return _sigmoid_ratio(k * (delta - reference), torch.zeros_like(reference))
     return _sigmoid_ratio(k * delta, k * reference)
 
 
@@ -361,8 +368,10 @@ def masked_mean_gap(gaps: Tensor, mask: Tensor) -> Tensor:
     return mean
 
 
-def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float, sharpness: float = 1.0) -> Tensor:
+def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float, sharpness: float = 1.0,
+                                centered: bool = False) -> Tensor:
     """α^M = σ(k·ḡ_P) / σ(k·ḡ_ref), one per group (shape of ``gap_p``); k = 1 (the default) is the paper's form.
+    ``centered`` gives σ(k·(ḡ_P − ḡ_ref)) / σ(0) instead (see :func:`data_hardness_weight`).
 
     A prompt whose completions score further above the demonstration than the reference (by default the running
     mean of its category) is one the model already responds to: α^M > 1; one lagging behind gets α^M < 1.
@@ -374,7 +383,10 @@ def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float, sh
     reference = torch.where(torch.isfinite(reference), reference, gap_p)
     gap_p = torch.where(torch.isfinite(gap_p), gap_p, reference)
     k = _sharpness(sharpness)
-    ratio = _sigmoid_ratio(k * gap_p, k * reference)
+    if centered:
+        ratio = _sigmoid_ratio(k * (gap_p - reference), torch.zeros_like(reference))
+    else:
+        ratio = _sigmoid_ratio(k * gap_p, k * reference)
     return torch.where(torch.isfinite(gap_p) & torch.isfinite(reference), ratio, torch.ones_like(ratio))
 
 
@@ -626,7 +638,7 @@ def compute_group_scaling(
                 if bool(has_delta[b]):
                     delta_running.update(category, mean_b)
             reference = torch.tensor(refs, dtype=dtype, device=device).unsqueeze(-1)
-        alpha_data = data_hardness_weight(delta, reference, sharpness)
+        alpha_data = data_hardness_weight(delta, reference, sharpness, config.scaling_centered)
 
     alpha_model = ones_b
     if use_model:
@@ -645,7 +657,7 @@ def compute_group_scaling(
         if config.scaling_standardize_gaps:
             scale = gap_scale(gaps)
             gap_p, gap_reference = gap_p / scale, gap_reference / scale
-        alpha_model = model_responsiveness_weight(gap_p, gap_reference, sharpness)
+        alpha_model = model_responsiveness_weight(gap_p, gap_reference, sharpness, config.scaling_centered)
         # Without a single finite gap the group says nothing about responsiveness.
         alpha_model = torch.where(has_gap, alpha_model, ones_b)
 
@@ -752,7 +764,7 @@ def dpo_pair_weights(
     if use_data:
         # A pair whose category has no finite δ gets α^D = 1 (data_hardness_weight fills a non-finite reference).
         alpha_data = data_hardness_weight(delta.unsqueeze(-1), _category_means(delta, categories).unsqueeze(-1),
-                                          k).squeeze(-1)
+                                          k, config.scaling_centered).squeeze(-1)
 
     alpha_model = ones
     fraction_masked = 0.0
@@ -782,7 +794,7 @@ def dpo_pair_weights(
         if config.scaling_standardize_gaps:
             scale = gap_scale(gaps)
             gap_p, reference = gap_p / scale, reference / scale
-        alpha_model = model_responsiveness_weight(gap_p, reference, k)
+        alpha_model = model_responsiveness_weight(gap_p, reference, k, config.scaling_centered)
         alpha_model = torch.where(torch.isfinite(gap_p), alpha_model, ones)
 
     if mode == "none":

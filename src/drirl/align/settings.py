@@ -105,7 +105,16 @@ class ScalingConfig:
         default=1.0,
         metadata={
             "help": "Sharpness k > 0 of both sigmoid ratios: α^D = σ(k·δ)/σ(k·δ̄) and α^M = σ(k·ḡ_P)/σ(k·ḡ_ref). "
-            "k = 1 is the paper; a larger k widens α's range (δ lies in [0, 2], so with k = 1 α^D stays near 1)."
+            "k = 1 is the paper. With k = 1 α^D stays near 1; a larger k widens it only up to k of about 4 (k·δ "
+            "then sits in σ's flat tail), unless scaling_centered is true."
+        },
+    )
+    scaling_centered: bool = field(
+        default=False,
+        metadata={
+            "help": "false (the paper): α^D = σ(k·δ)/σ(k·δ̄) and α^M = σ(k·ḡ_P)/σ(k·ḡ_ref). true: σ(k·(δ − δ̄))/σ(0) "
+            "and σ(k·(ḡ_P − ḡ_ref))/σ(0), 1 at the reference as before, but k then stretches the deviation itself: "
+            "since δ is mostly 0.4–0.9, σ(k·δ) saturates and the paper's form flattens towards 1 as k grows."
         },
     )
     scaling_standardize_gaps: bool = field(
@@ -162,7 +171,7 @@ class ScalingConfig:
                 raise _config_error(name, f"must be in [0, 1], got {value!r}")
         if not _is_number(self.scaling_outlier_tau) or self.scaling_outlier_tau < 0:
             raise _config_error("scaling_outlier_tau", f"must be >= 0 (.inf allowed), got {self.scaling_outlier_tau!r}")
-        for name in ("scaling_outlier_tau_relative", "scaling_standardize_gaps"):
+        for name in ("scaling_outlier_tau_relative", "scaling_standardize_gaps", "scaling_centered"):
             if not isinstance(getattr(self, name), bool):
                 raise _config_error(name, f"must be true or false, got {getattr(self, name)!r}")
         k = self.scaling_sharpness
