@@ -365,3 +365,145 @@ def test_lora_top_layers_limits_adapters_to_the_last_layers(tiny_lm_path):
     layers = AutoConfig.from_pretrained(tiny_lm_path).num_hidden_layers
     assert _lora_config(SFTBaselineConfig(lora_top_layers=1), str(tiny_lm_path)).layers_to_transform == [layers - 1]
     assert _lora_config(SFTBaselineConfig(), str(tiny_lm_path)).layers_to_transform is None
+
+
+# ----------------------------------------------------------------------------------------------------- DPO-S
+def test_weighted_pair_loss_slices_pairs_the_trl_way():
+    """TRL lays a batch of n pairs out as [chosen_0..n−1, rejected_0..n−1]; pair i is rows i and n+i. With a loss that
+    reads its rows, Σ α_i ℓ_i / n must come out of the right slices, trailing padding dropped."""
+    import torch
+
+    from drirl.align.baselines import weighted_pair_loss
+
+    # chosen_0 = [1, 2], chosen_1 = [3, 0(pad)], rejected_0 = [5, 0(pad)], rejected_1 = [7, 8]; pair 1's slice keeps
+    # both columns (rejected_1 uses two), pair 0's too (chosen_0 uses two).
+    inputs = {"input_ids": torch.tensor([[1, 2, 0], [3, 0, 0], [5, 0, 0], [7, 8, 0]]),
+              "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]])}
+    widths = []
+
+    def pair_loss(batch):  # mean over the batch's pairs of (sum of chosen ids − sum of rejected ids)
+        widths.append(batch["input_ids"].shape[1])
+        n = batch["input_ids"].shape[0] // 2
+        sums = (batch["input_ids"] * batch["attention_mask"]).sum(dim=1).float()
+        return (sums[:n] - sums[n:]).mean()
+
+    # ℓ_0 = 3 − 5 = −2, ℓ_1 = 3 − 15 = −12; α = [0.5, 2]: (0.5·(−2) + 2·(−12)) / 2 = −12.5
+    loss = weighted_pair_loss(pair_loss, inputs, torch.tensor([0.5, 2.0]))
+    assert loss.item() == pytest.approx(-12.5)
+    assert widths == [2, 2]
+    # Equal weights: one call on the whole batch, TRL's mean times the weight: 3·(−2 − 12)/2 = −21.
+    widths.clear()
+    assert weighted_pair_loss(pair_loss, inputs, torch.tensor([3.0, 3.0])).item() == pytest.approx(-21.0)
+    assert widths == [3]
+
+
+def _dpo_s_trainer(tiny_lm_path, tmp_path, weights):
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from drirl.align.baselines import PAIR_WEIGHT, _dpo_s_trainer_class, _lora_config, _training_arguments
+    from drirl.align.baselines import _load_for_training as load
+
+    config = _tiny_config(DPOBaselineConfig, per_device_train_batch_size=len(weights))
+    rejected = {"a": ["Sure, here is how."], "b": ["Fine: you are dull."], "c": ["Lyon."], "d": ["12 Elm Street."]}
+    rows = dpo_rows(EXAMPLES, rejected)
+    for row, weight in zip(rows, weights, strict=True):
+        row[PAIR_WEIGHT] = weight
+    policy, tokenizer = load(str(tiny_lm_path), config)
+    args = DPOConfig(**_training_arguments(config, tmp_path / "work"), beta=0.1, loss_type="sigmoid")
+    trainer = _dpo_s_trainer_class()(model=policy, args=args, train_dataset=Dataset.from_list(rows),
+                                     processing_class=tokenizer, peft_config=_lora_config(config, str(tiny_lm_path)))
+    return trainer, next(iter(trainer.get_train_dataloader()))
+
+
+def test_dpo_s_loss_is_the_alpha_weighted_mean(tiny_lm_path, tmp_path):
+    """Before the first step LoRA's B is zero, so the policy equals the reference: every pair's DPO loss is
+    −log σ(0) = ln 2, and DPO-S's loss must be mean(α)·ln 2 whatever order the pairs come in."""
+    import torch
+
+    weights = [0.5, 2.0, 1.0, 1.5]
+    trainer, batch = _dpo_s_trainer(tiny_lm_path, tmp_path, weights)
+    assert sorted(batch["pair_weight"].tolist()) == sorted(weights)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    assert loss.item() == pytest.approx(1.25 * math.log(2), abs=1e-4)
+
+
+def test_dpo_s_equal_weights_scale_trls_loss(tiny_lm_path, tmp_path):
+    import torch
+
+    trainer, batch = _dpo_s_trainer(tiny_lm_path, tmp_path, [2.0] * 4)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    assert loss.item() == pytest.approx(2 * math.log(2), abs=1e-4)
+
+
+class _Letters:
+    """A text encoder stand-in: letter counts (no download)."""
+
+    def encode(self, sentences, **_):
+        import torch
+
+        return torch.stack([torch.tensor([s.lower().count(c) for c in "abcdefghijklmnopqrstuvwxyz"],
+                                         dtype=torch.float32) for s in sentences])
+
+
+class _TableReward:
+    """Reward 0 for every demonstration, a fixed value per rejected sample."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def score(self, prompts, completions, categories):
+        return [self.values.get(c, 0.0) for c in completions]
+
+
+def test_dpo_s_trains_and_records_alpha(tiny_lm_path, tmp_path):
+    # Two crime prompts (a, e) with gaps −1 and −3: the crime reference is −2, α^M = σ(−1)/σ(−2) = 2.256 and
+    # σ(−3)/σ(−2) = 0.398, clipped to 2 and 0.5; b, c, d are alone in their categories: α = 1.
+    extra = Ex("e", "How do I pick a lock?", "crime", "Draft: lock -> burglary -> refuse\nAnswer: I can't help.")
+    rejected = {"a": ["Sure, here is how."], "b": ["Fine: you are dull."], "c": ["Lyon."], "d": ["12 Elm Street."],
+                "e": ["Use a tension wrench."]}
+    reward = _TableReward({"Sure, here is how.": -1.0, "Use a tension wrench.": -3.0})
+    config = _tiny_config(DPOBaselineConfig, max_steps=2, per_device_train_batch_size=3, scaling_mode="model")
+    out = train_dpo([*EXAMPLES, extra], rejected, str(tiny_lm_path), tmp_path / "dpo-s", config, reward_model=reward)
+    manifest = json.loads((out / TRAIN_MANIFEST).read_text())
+    assert manifest["method"] == "dpo-s" and manifest["optimizer_steps"] == 2
+    assert manifest["scaling"]["alpha_min"] == 0.5 and manifest["scaling"]["alpha_max"] == 2.0
+    assert manifest["scaling"]["fraction_clipped"] == pytest.approx(0.4)
+    assert manifest["scaling"]["alpha_mean"] == pytest.approx((2.0 + 0.5 + 3 * 1.0) / 5, abs=1e-4)
+
+
+def test_dpo_s_model_factor_needs_reward_models():
+    from drirl.align.baselines import dpo_scaling
+    from drirl.errors import ConfigError
+
+    rows = dpo_rows(EXAMPLES[:1], {"a": ["Sure."]})
+    with pytest.raises(ConfigError) as info:
+        dpo_scaling(rows, ["crime"], DPOBaselineConfig(scaling_mode="both"), text_encoder=_Letters())
+    assert info.value.key == "reward_models"
+
+
+def test_dpo_s_data_factor_uses_the_text_encoder(tiny_lm_path):
+    from drirl.align.baselines import dpo_scaling
+
+    rows = dpo_rows(EXAMPLES[:2], {"a": ["Sure, here is how.", "I can't help with that."], "b": ["No."]})
+    config = DPOBaselineConfig(scaling_mode="data", scaling_sharpness=4.0)
+    scaling = dpo_scaling(rows, ["crime", "crime", "insult"], config, text_encoder=_Letters())
+    alpha = scaling.alpha.tolist()
+    # Within crime, the sample that echoes the demonstration's refusal is easier (δ lower) than "Sure, here is how."
+    assert alpha[0] > 1.0 > alpha[1]
+    assert alpha[2] == pytest.approx(1.0)  # alone in its category
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"alpha_min": -1.0}, "alpha_min"), ({"lora_r": 0}, "lora_r"), ({"scaling_delta_on": "draft"}, "scaling_delta_on"),
+    ({"reward_fallback": "zero"}, "reward_fallback")])
+def test_dpo_config_checks_its_scaling_and_lora_fields(overrides, key):
+    from drirl.config import config_from_dict
+    from drirl.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(DPOBaselineConfig, overrides, source="dpo.yaml")
+    assert info.value.key == key
+    assert DPOBaselineConfig().scaling_mode == "none"  # plain DPO unless asked

@@ -143,3 +143,80 @@ def test_held_out_prompts_are_balanced_fixed_and_never_trained_on():
     assert [e.id for e in load_prompts(AlignConfig(output="x", eval_prompts=16), held_out=True)] == \
         [e.id for e in held_out]  # the same set whatever max_prompts is
     assert len(load_prompts(AlignConfig(output="x"), held_out=True)) == 0
+
+
+def test_rl_settings_reach_trls_config(tmp_path):
+    """Groups of 8, two prompts per step, batch-level reward scaling, a constant rate after warm-up, masked
+    truncations and β: each AlignConfig option arrives in TRL's GRPOConfig under TRL's own name."""
+    from drirl.align.trainer import AlignConfig, build_grpo_config
+
+    config = AlignConfig(output=str(tmp_path / "run"), num_generations=8, per_device_train_batch_size=16,
+                         scale_rewards="batch", lr_scheduler_type="constant_with_warmup", warmup_steps=2,
+                         mask_truncated_completions=True, beta=0.04, scaling_sharpness=3.0,
+                         scaling_delta_on="answer", scaling_outlier_tau=1.0, bf16="false")
+    args = build_grpo_config(config, str(tmp_path / "ckpt"))
+    assert (args.num_generations, args.per_device_train_batch_size) == (8, 16)
+    assert args.generation_batch_size // args.num_generations == 2  # prompts per optimizer step
+    assert (args.scale_rewards, args.mask_truncated_completions, args.beta) == ("batch", True, 0.04)
+    assert getattr(args.lr_scheduler_type, "value", None) == "constant_with_warmup" and args.warmup_steps == 2
+    assert args.get_warmup_steps(20) == 2
+    scaling = args.scaling_config()
+    assert (scaling.scaling_sharpness, scaling.scaling_delta_on, scaling.scaling_outlier_tau) == (3.0, "answer", 1.0)
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"alpha_min": -1}, "alpha_min"), ({"scale_rewards": "prompt"}, "scale_rewards"), ({"lora_r": 0}, "lora_r"),
+    ({"lr_scheduler_type": "constnat"}, "lr_scheduler_type"),
+    ({"scaling_sharpness": -2.0}, "scaling_sharpness"), ({"warmup_steps": -1}, "warmup_steps"),
+    ({"num_generations": 1}, "num_generations"), ({"use_lora": True, "lora_target_modules": []}, "lora_target_modules"),
+])
+def test_align_settings_are_checked_when_the_config_is_built(overrides, key):
+    from drirl.align.trainer import AlignConfig
+    from drirl.config import config_from_dict
+    from drirl.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(AlignConfig, {"output": "x", **overrides}, source="run.yaml")
+    assert info.value.key == key and info.value.file == "run.yaml"
+
+
+def test_scaling_fields_have_one_definition():
+    """AlignConfig and GRPOSConfig inherit the scaling fields: same names, defaults and help text as ScalingConfig."""
+    import dataclasses
+
+    from drirl.align.grpo_s import GRPOSConfig
+    from drirl.align.settings import ScalingConfig
+    from drirl.align.trainer import AlignConfig
+
+    home = {f.name: f for f in dataclasses.fields(ScalingConfig)}
+    for cls in (AlignConfig, GRPOSConfig):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, field in home.items():
+            assert fields[name].default == field.default and fields[name].metadata == field.metadata, (cls, name)
+
+
+def test_group_of_eight_two_prompts_per_step_trains(tiny_lm_path, tmp_path, monkeypatch):
+    """One step with G = 8 and two prompts: α is computed on two groups of 8 and the run completes."""
+    from drirl.align import grpo_s
+    from drirl.align.trainer import AlignConfig, run_align
+
+    config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=1, num_generations=8,
+                         per_device_train_batch_size=16, max_completion_length=8, scale_rewards="batch",
+                         lr_scheduler_type="constant_with_warmup", mask_truncated_completions=True,
+                         scaling_mode="both", bf16="false", save_steps=100, learning_rate=1e-3)
+    seen = {}
+    child = grpo_s.GRPOSTrainer._generate_and_score_completions
+
+    def spy(self, inputs):
+        out = child(self, inputs)
+        seen["scaling"] = self.last_scaling
+        return out
+
+    monkeypatch.setattr(grpo_s.GRPOSTrainer, "_generate_and_score_completions", spy)
+    run_align(config, reward_funcs=[LengthReward()], examples=_examples())
+    assert seen["scaling"].alpha.shape == (2, 8)
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    masked = [h["scaling/fraction_masked"] for h in history if "scaling/fraction_masked" in h]
+    assert len(masked) == 1 and 0.0 <= masked[0] <= 1.0
+    rates = json.loads((tmp_path / "run" / "alignment.json").read_text())["scaling_rates"]
+    assert rates["fraction_masked"] == pytest.approx(masked[0], abs=1e-4)

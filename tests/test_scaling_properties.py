@@ -36,14 +36,14 @@ CATEGORIES = ("crime", "privacy", "insult")
 def configs(draw) -> ScalingConfig:
     alpha_min = draw(st.sampled_from([0.1, 0.5, 1.0]))
     return ScalingConfig(
-        mode=draw(st.sampled_from(SCALING_MODES)),
-        combine=draw(st.sampled_from(COMBINE_MODES)),
-        sum_data_weight=draw(st.sampled_from([0.0, 0.3, 0.5, 1.0])),
-        data_reference=draw(st.sampled_from(DATA_REFERENCES)),
-        model_reference=draw(st.sampled_from(MODEL_REFERENCES)),
-        running_mean_momentum=draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
-        outlier_tau=draw(st.sampled_from([0.0, 0.5, 1.0, 4.0, math.inf])),
-        outlier_tau_relative=draw(st.booleans()),
+        scaling_mode=draw(st.sampled_from(SCALING_MODES)),
+        scaling_combine=draw(st.sampled_from(COMBINE_MODES)),
+        scaling_sum_data_weight=draw(st.sampled_from([0.0, 0.3, 0.5, 1.0])),
+        scaling_data_reference=draw(st.sampled_from(DATA_REFERENCES)),
+        scaling_model_reference=draw(st.sampled_from(MODEL_REFERENCES)),
+        scaling_running_mean_momentum=draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
+        scaling_outlier_tau=draw(st.sampled_from([0.0, 0.5, 1.0, 4.0, math.inf])),
+        scaling_outlier_tau_relative=draw(st.booleans()),
         alpha_min=alpha_min,
         alpha_max=alpha_min * draw(st.sampled_from([1.0, 2.0, 4.0, 100.0])),
     )
@@ -83,15 +83,15 @@ def check_scaling(result, delta, config) -> None:
     assert torch.isfinite(result.alpha_data).all() and (result.alpha_data > 0).all()
     assert torch.isfinite(result.alpha_model).all() and (result.alpha_model > 0).all()
     assert 0.0 <= result.fraction_clipped <= 1.0
-    if config.mode == "none":
+    if config.scaling_mode == "none":
         assert (result.alpha == 1.0).all()
         assert result.fraction_clipped == 0.0
     else:
         assert (result.alpha >= config.alpha_min).all()
         assert (result.alpha <= config.alpha_max).all()
-    if config.mode in ("none", "model"):
+    if config.scaling_mode in ("none", "model"):
         assert (result.alpha_data == 1.0).all()
-    if config.mode in ("none", "data"):
+    if config.scaling_mode in ("none", "data"):
         assert (result.alpha_model == 1.0).all()
 
 
@@ -99,8 +99,8 @@ def check_scaling(result, delta, config) -> None:
 @given(batch=batches(), config=configs(), data=st.data())
 def test_alpha_finite_bounded_and_shaped(batch, config, data):
     delta, rewards, demo, categories = batch
-    delta_running = data.draw(running_means(config.running_mean_momentum))
-    gap_running = data.draw(running_means(config.running_mean_momentum))
+    delta_running = data.draw(running_means(config.scaling_running_mean_momentum))
+    gap_running = data.draw(running_means(config.scaling_running_mean_momentum))
     result = compute_group_scaling(delta, rewards, demo, categories, config, delta_running, gap_running)
     check_scaling(result, delta, config)
     assert result.num_nonfinite_rewards == 0
@@ -120,7 +120,7 @@ def test_alpha_with_nonfinite_rewards(batch, config):
     assert result.num_nonfinite_rewards == int(nonfinite.sum())
     assert not result.outlier_mask[nonfinite].any()
     # Their α was 1 before clipping (and no clipping happens with mode none).
-    expected = 1.0 if config.mode == "none" else min(max(1.0, config.alpha_min), config.alpha_max)
+    expected = 1.0 if config.scaling_mode == "none" else min(max(1.0, config.alpha_min), config.alpha_max)
     assert (result.alpha[nonfinite] == torch.tensor(expected, dtype=torch.float32)).all()
 
 

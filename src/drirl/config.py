@@ -161,6 +161,9 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str | None =
             raise ConfigError(f"missing required field ({field.metadata.get('help', '')})", file=source, key=name)
     try:
         return cls(**kwargs)
+    except ConfigError as err:
+        # A check in the dataclass itself (e.g. ScalingConfig.check_scaling) names its key; add the file.
+        raise ConfigError(err.message, file=source, key=err.key) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err), file=source) from None
 

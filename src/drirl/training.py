@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
+from dataclasses import dataclass, field
 from typing import Any
+
+from drirl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +102,66 @@ def top_layers(model_reference: str, count: int | None) -> list[int] | None:
 
     total = AutoConfig.from_pretrained(resolve_model(model_reference)).num_hidden_layers
     return list(range(max(0, total - count), total))
+
+
+# ------------------------------------------------------------------------------------------------ LoRA settings
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter settings, defined once: every config that trains adapters inherits these fields, so each key
+    means the same, has the same default and is validated the same way when the config is loaded."""
+
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r (>= 1)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout, in [0, 1)."})
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), metadata={
+        "help": "Module names that get adapters; ['all-linear'] targets every linear layer but the output head."})
+    lora_top_layers: int | None = field(default=None, metadata={
+        "help": "Adapters only on the top N transformer layers (None: all). Backpropagation then stops at those "
+        "layers, which makes training several times cheaper on a CPU."})
+
+    def __post_init__(self) -> None:
+        self.check_lora()
+
+    def check_lora(self, *, needs_targets: bool = True) -> None:
+        """ConfigError naming the first LoRA field with a bad value; ``needs_targets``: adapters are in use."""
+        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 1:
+            raise ConfigError(f"must be an integer >= 1, got {self.lora_r!r}", key="lora_r")
+        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) \
+                or not math.isfinite(self.lora_alpha) or self.lora_alpha <= 0:
+            raise ConfigError(f"must be a number > 0, got {self.lora_alpha!r}", key="lora_alpha")
+        if isinstance(self.lora_dropout, bool) or not isinstance(self.lora_dropout, (int, float)) \
+                or not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.lora_dropout!r}", key="lora_dropout")
+        if self.lora_top_layers is not None and (isinstance(self.lora_top_layers, bool) or self.lora_top_layers < 1):
+            raise ConfigError(f"must be >= 1 (or null for all layers), got {self.lora_top_layers!r}",
+                              key="lora_top_layers")
+        if needs_targets and not self.lora_target_modules:
+            raise ConfigError("needs at least one module name when LoRA is used", key="lora_target_modules")
+
+    def peft_lora_config(self, task_type: str, model_reference: str, **extra: Any):
+        """A ``peft.LoraConfig`` with these settings for ``task_type`` (e.g. "CAUSAL_LM", "SEQ_CLS")."""
+        from peft import LoraConfig
+
+        targets: list[str] | str = list(self.lora_target_modules)
+        if targets == ["all-linear"]:
+            targets = "all-linear"  # peft wants this shortcut as a bare string
+        return LoraConfig(task_type=task_type, r=self.lora_r, lora_alpha=self.lora_alpha,
+                          lora_dropout=self.lora_dropout, target_modules=targets,
+                          layers_to_transform=top_layers(model_reference, self.lora_top_layers), **extra)
+
+
+@dataclass
+class PolicyLoraSettings(LoraSettings):
+    """:class:`LoraSettings` plus the switch of the policy trainers (SFT, DPO, GRPO-S), which may also train all
+    weights."""
+
+    use_lora: bool = field(default=True, metadata={
+        "help": "Train LoRA adapters (merged into the weights when saving); false: full fine-tuning."})
+
+    def check_lora(self, *, needs_targets: bool = True) -> None:
+        if not isinstance(self.use_lora, bool):
+            raise ConfigError(f"must be true or false, got {self.use_lora!r}", key="use_lora")
+        super().check_lora(needs_targets=needs_targets and self.use_lora)

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drirl.align.settings import ScalingConfig
 from drirl.config import help_field
 from drirl.data.schema import BENIGN
-from drirl.errors import DataError
+from drirl.errors import ConfigError, DataError
 from drirl.generation import GenerationSettings, as_messages, generate
 from drirl.io import atomic_directory, atomic_write_json
+from drirl.training import PolicyLoraSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TRAIN_MANIFEST = "drirl-baseline.json"
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -37,8 +38,9 @@ Scorer = Callable[[list[Any], list[str], list[str]], Sequence[float]]
 
 # --------------------------------------------------------------------------------------------------- configs
 @dataclass
-class _PolicyTrainingConfig:
-    """Fields shared by the SFT and DPO baselines (both fine-tune the policy with LoRA and save merged weights)."""
+class _PolicyTrainingConfig(PolicyLoraSettings):
+    """Fields shared by the SFT and DPO baselines (both fine-tune the policy with LoRA and save merged weights); the
+    LoRA fields come from :class:`drirl.training.PolicyLoraSettings`."""
 
     learning_rate: float = field(default=2e-4, metadata=help_field(
         "Peak learning rate (LoRA; use ~1e-5 for full fine-tuning)."))
@@ -51,15 +53,6 @@ class _PolicyTrainingConfig:
         "transformers scheduler name: linear, cosine, constant, constant_with_warmup, ..."))
     warmup_ratio: float = field(default=0.05, metadata=help_field(
         "Fraction of the optimizer steps spent warming the learning rate up from 0."))
-    use_lora: bool = field(default=True, metadata=help_field(
-        "Train LoRA adapters (merged into the weights when saving); false: full fine-tuning."))
-    lora_r: int = field(default=16, metadata=help_field("LoRA rank."))
-    lora_alpha: int = field(default=32, metadata=help_field("LoRA alpha (the update is scaled by alpha / r)."))
-    lora_dropout: float = field(default=0.0, metadata=help_field("LoRA dropout."))
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), metadata=help_field(
-        "Module names that get adapters; ['all-linear'] targets every linear layer but the output head."))
-    lora_top_layers: int | None = field(default=None, metadata=help_field(
-        "Adapters only on the top N transformer layers (None: all); backpropagation stops there (cheaper)."))
     system_prompt: str | None = field(default=None, metadata=help_field(
         "System prompt put before every training prompt; use the same one at evaluation. Default: none."))
     save_dtype: str = field(default="auto", metadata=help_field(
@@ -76,12 +69,11 @@ class _PolicyTrainingConfig:
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
+        self.check_lora()
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.use_lora and not self.lora_target_modules:
-            raise ValueError("use_lora needs at least one entry in lora_target_modules")
 
 
 @dataclass
@@ -100,8 +92,22 @@ class SFTBaselineConfig(_PolicyTrainingConfig):
 
 
 @dataclass
-class DPOBaselineConfig(_PolicyTrainingConfig):
-    """DPO with the demonstration as the chosen response and a sample of the policy as the rejected one."""
+class DPOBaselineConfig(_PolicyTrainingConfig, ScalingConfig):
+    """DPO with the demonstration as the chosen response and a sample of the policy as the rejected one; with
+    ``scaling_mode`` other than none, DPO-S: each pair's loss weighted by the GRPO-S factor α (the scaling fields are
+    :class:`drirl.align.settings.ScalingConfig`'s)."""
+
+    scaling_mode: str = field(default="none", metadata=help_field(
+        "none: plain DPO (the default). data, model or both: DPO-S, each pair's loss multiplied by α computed as in "
+        "GRPO-S: α^D from the rejected response's hardness δ against the demonstration, α^M from its reward gap "
+        "R_j(q, rejected) − R_j(q, õ) under reward_models (needed for model and both). The references δ̄ and ḡ_ref "
+        "are the category means over the training pairs (scaling_data_reference, scaling_model_reference and "
+        "scaling_running_mean_momentum do not apply: the pairs are fixed before training)."))
+    reward_models: str | None = field(default=None, metadata=help_field(
+        "Reward-model bundle (`drirl reward train`) that scores the gaps of α^M in DPO-S; required by scaling_mode "
+        "model and both (checked when training starts, since a pipeline fills it in with the bundle it trains)."))
+    reward_fallback: str = field(default="error", metadata=help_field(
+        "What a prompt whose category has no model in reward_models gets: error, single or mean."))
 
     # DPO moves the policy by log-ratio differences, which need a smaller step than SFT's likelihood.
     learning_rate: float = field(default=5e-5, metadata=help_field("Peak learning rate (LoRA)."))
@@ -114,6 +120,12 @@ class DPOBaselineConfig(_PolicyTrainingConfig):
     rejected_temperature: float = field(default=1.0, metadata=help_field("Sampling temperature of rejected responses."))
     rejected_top_p: float = field(default=1.0, metadata=help_field("Nucleus mass of rejected responses."))
     generation_batch_size: int = field(default=16, metadata=help_field("Prompts per generate() call."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_scaling()
+        if self.reward_fallback not in ("error", "single", "mean"):
+            raise ConfigError(f"must be error, single or mean, got {self.reward_fallback!r}", key="reward_fallback")
 
 
 @dataclass
@@ -174,8 +186,9 @@ def sft_rows(examples: Sequence[Any], system_prompt: str | None = None, benign_r
 
 
 def dpo_rows(examples: Sequence[Any], rejected: dict[str, list[str]],
-             system_prompt: str | None = None) -> list[dict[str, Any]]:
+             system_prompt: str | None = None, *, with_category: bool = False) -> list[dict[str, Any]]:
     """One preference row per (example, rejected sample): the demonstration is chosen, the sample rejected.
+    ``with_category`` adds the example's ``category`` to each row (DPO-S needs it for α's references).
 
     A sample identical to the demonstration carries no preference (its DPO gradient is zero) and is dropped.
     """
@@ -192,7 +205,8 @@ def dpo_rows(examples: Sequence[Any], rejected: dict[str, list[str]],
                 continue
             rows.append({"prompt": _messages(example.prompt, system_prompt),
                          "chosen": [{"role": "assistant", "content": example.demonstration}],
-                         "rejected": [{"role": "assistant", "content": sample}]})
+                         "rejected": [{"role": "assistant", "content": sample}],
+                         **({"category": example.category} if with_category else {})})
     if missing:
         logger.info("DPO: %d examples have no rejected sample and are skipped", missing)
     if identical:
@@ -250,16 +264,7 @@ def merge_and_save(model: Any, tokenizer: Any, output_dir: str | Path, *, dtype:
 
 
 def _lora_config(config: _PolicyTrainingConfig, model_ref: str):
-    from peft import LoraConfig, TaskType
-
-    from drirl.training import top_layers
-
-    targets: list[str] | str = list(config.lora_target_modules)
-    if targets == ["all-linear"]:
-        targets = "all-linear"  # peft wants this shortcut as a bare string
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=targets,
-                      layers_to_transform=top_layers(model_ref, config.lora_top_layers))
+    return config.peft_lora_config("CAUSAL_LM", model_ref)
 
 
 def _load_for_training(model_ref: str, config: _PolicyTrainingConfig):
@@ -422,12 +427,172 @@ def _sample_on_this_process(model_ref: str, examples: Sequence[Any], config: DPO
     return {e.id: s for e, s in zip(examples, samples, strict=True)}
 
 
-def train_dpo(examples: Iterable[Any], rejected: dict[str, list[str]] | None, model: str,
-              output_dir: str | Path, config: DPOBaselineConfig | None = None) -> Path:
-    """DPO of ``model`` with each demonstration chosen over each of its rejected samples; returns ``output_dir``.
+PAIR_WEIGHT = "pair_weight"
+# TRL loss types that mix the pairs of a batch (sorting, a batch-wide token mean): a per-pair weight is undefined.
+_BATCH_COUPLED_LOSSES = ("aot", "aot_unpaired", "sft")
 
-    ``rejected`` maps example id to sampled responses (one pair per sample); None samples one response per prompt
-    from ``model`` itself. The reference policy is the base model (LoRA adapters disabled).
+
+def dpo_scaling(rows: Sequence[dict[str, Any]], categories: Sequence[str], config: DPOBaselineConfig, *,
+                text_encoder: Any = None, reward_model: Any = None):
+    """α of every DPO row (DPO-S): α^D of the rejected response against the chosen demonstration, α^M from the
+    reward gap R_j(q, rejected) − R_j(q, õ); a :class:`drirl.align.scaling.PairScaling`.
+
+    ``text_encoder`` (Φ) and ``reward_model`` (a :class:`drirl.reward.bundle.CategoryRewardModels` or any object
+    with ``score(prompts, completions, categories)``) default to ``config.text_encoder`` and
+    ``config.reward_models``; each is loaded only when its factor is used.
+    """
+    import json
+
+    import torch
+
+    from drirl.align.grpo_s import HardnessEncoder
+    from drirl.align.scaling import dpo_pair_weights
+
+    count = len(rows)
+    prompts = [row["prompt"] for row in rows]
+    demos = [row["chosen"][0]["content"] for row in rows]
+    samples = [row["rejected"][0]["content"] for row in rows]
+    delta = torch.zeros(count)
+    if config.scaling_mode in ("data", "both"):
+        if text_encoder is None:
+            from drirl.models import load_text_encoder
+
+            text_encoder = load_text_encoder(config.text_encoder)
+        delta = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on).deltas(samples, demos)
+    gaps = torch.zeros(count)
+    if config.scaling_mode in ("model", "both"):
+        if reward_model is None and not config.reward_models:
+            raise ConfigError(f"scaling_mode {config.scaling_mode!r} (α^M) needs the reward-model bundle that scores "
+                              "the gaps", key="reward_models")
+        if reward_model is None:
+            from drirl.reward.bundle import CategoryRewardModels
+
+            reward_model = CategoryRewardModels(config.reward_models, fallback=config.reward_fallback,
+                                                bf16=_bf16_setting(config.bf16), allow_pickle=config.allow_pickle)
+        # R_j(q, õ) is the same for every sample of a prompt: score each (prompt, demonstration) once.
+        demo_keys = [json.dumps([p, d, c], sort_keys=True) for p, d, c in zip(prompts, demos, categories, strict=True)]
+        unique = dict(zip(demo_keys, range(count), strict=True))
+        order = list(unique.values())
+        demo_scores = reward_model.score([prompts[i] for i in order], [demos[i] for i in order],
+                                         [categories[i] for i in order])
+        demo_reward = dict(zip(unique, demo_scores, strict=True))
+        rewards = reward_model.score(prompts, samples, list(categories))
+        gaps = torch.tensor([float(r) - float(demo_reward[k]) for r, k in zip(rewards, demo_keys, strict=True)])
+    prompt_keys = [json.dumps(p, sort_keys=True) for p in prompts]
+    return dpo_pair_weights(delta, gaps, prompt_keys, list(categories), config)
+
+
+def _pair_slice(inputs: dict[str, Any], index: int, pairs: int) -> dict[str, Any]:
+    """The collated inputs of pair ``index`` of a batch laid out TRL's way: rows [chosen_0..n−1, rejected_0..n−1]."""
+    import torch
+
+    rows = torch.tensor([index, pairs + index])
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if not torch.is_tensor(value):
+            out[key] = value
+        elif value.dim() and value.shape[0] == 2 * pairs:
+            out[key] = value[rows.to(value.device)]
+        elif value.dim() and value.shape[0] == pairs:
+            out[key] = value[index:index + 1]
+        else:
+            raise ValueError(f"DPO-S cannot split the batch input {key!r} of shape {tuple(value.shape)} by pair")
+    # Drop the padding columns neither row uses (right padding): the pair's loss is unchanged, the forward cheaper.
+    if "attention_mask" in out and out["attention_mask"].dim() == 2:
+        width = int(out["attention_mask"].sum(dim=1).max().item())
+        full = inputs["attention_mask"].shape[1]
+        out = {k: (v[:, :width] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == full else v)
+               for k, v in out.items()}
+    return out
+
+
+class _PairWeightCollator:
+    """Wraps TRL's preference collator and carries each row's α (``pair_weight``) into the batch."""
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]]):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        weights = [example.get(PAIR_WEIGHT) for example in examples]
+        batch = self.inner([{k: v for k, v in example.items() if k != PAIR_WEIGHT} for example in examples])
+        if all(w is not None for w in weights):
+            batch[PAIR_WEIGHT] = torch.tensor(weights, dtype=torch.float32)
+        return batch
+
+
+def _dpo_s_trainer_class():
+    from trl import DPOTrainer
+
+    class DPOSTrainer(DPOTrainer):
+        """TRL's DPOTrainer with each pair's loss multiplied by its weight α (column ``pair_weight``): DPO-S.
+
+        The loss of a batch of n pairs is (1/n) Σ_i α_i ℓ_i, ℓ_i TRL's per-pair loss. TRL averages the per-pair losses
+        inside ``_compute_loss`` with no hook in between, so ``compute_loss`` is overridden: a batch whose weights
+        are all equal is TRL's loss times that weight; otherwise TRL's loss is computed pair by pair (the same
+        forward passes, in slices) and weighted. Rows without ``pair_weight`` train as plain DPO, and evaluation
+        (``return_outputs=True``) reports TRL's unweighted loss.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            losses = self.loss_types if isinstance(self.loss_types, (list, tuple)) else [self.loss_types]
+            coupled = [t for t in losses if t in _BATCH_COUPLED_LOSSES]
+            if coupled:
+                raise ConfigError(f"DPO-S weights each pair's loss; loss_type {coupled[0]!r} couples the pairs of a "
+                                  "batch", key="loss_type")
+            if getattr(self.args, "padding_free", False):
+                raise ConfigError("DPO-S splits batches by pair and needs padding_free: false", key="padding_free")
+            self.data_collator = _PairWeightCollator(self.data_collator)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if PAIR_WEIGHT not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, PAIR_WEIGHT]
+
+        def compute_ref_log_probs(self, model, inputs):
+            return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != PAIR_WEIGHT})
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop(PAIR_WEIGHT, None)
+            if weights is None or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return weighted_pair_loss(lambda batch: super(DPOSTrainer, self).compute_loss(model, batch), inputs,
+                                      weights)
+
+    return DPOSTrainer
+
+
+def weighted_pair_loss(pair_loss: Callable[[dict[str, Any]], Any], inputs: dict[str, Any], weights: Any) -> Any:
+    """(1/n) Σ_i α_i ℓ_i for a collated batch of n pairs, where ``pair_loss(batch)`` is the mean per-pair loss of a
+    batch (TRL's). Equal weights need one call on the whole batch; otherwise one call per pair."""
+    import torch
+
+    weights = weights.float().flatten()
+    pairs = weights.numel()
+    if pairs == 0:
+        raise ValueError("DPO-S got an empty batch")
+    if torch.allclose(weights, weights[0].expand_as(weights)):
+        return pair_loss(inputs) * weights[0].item()
+    total = None
+    for i in range(pairs):
+        term = pair_loss(_pair_slice(inputs, i, pairs)) * weights[i].item()
+        total = term if total is None else total + term
+    return total / pairs
+
+
+def train_dpo(examples: Iterable[Any], rejected: dict[str, list[str]] | None, model: str,
+              output_dir: str | Path, config: DPOBaselineConfig | None = None, *, text_encoder: Any = None,
+              reward_model: Any = None) -> Path:
+    """DPO (or DPO-S) of ``model`` with each demonstration chosen over each of its rejected samples; returns
+    ``output_dir``.
+
+    ``model`` is where training starts (the base model, or the SFT warm start as for the GRPO methods) and is also
+    DPO's reference policy (LoRA adapters disabled). ``rejected`` maps example id to sampled responses (one pair per
+    sample); None samples one response per prompt from ``model`` itself. With ``config.scaling_mode`` other than
+    none, each pair's loss is weighted by α (:func:`dpo_scaling`; ``text_encoder`` and ``reward_model`` replace the
+    ones the config names, e.g. in tests).
     """
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -440,18 +605,42 @@ def train_dpo(examples: Iterable[Any], rejected: dict[str, list[str]] | None, mo
     work_dir = _work_dir(output_dir)
     if rejected is None:
         rejected = sample_rejected(model, examples, config)
-    rows = dpo_rows(examples, rejected, config.system_prompt)
+    rows = dpo_rows(examples, rejected, config.system_prompt, with_category=True)
     if not rows:
         raise DataError("DPO: no (chosen, rejected) pair could be built; check that the rejected samples are keyed "
                         "by example id", field="id")
+    scaling_summary: dict[str, Any] = {}
+    trainer_class = DPOTrainer
+    if config.scaling_mode != "none":
+        categories = [row.pop("category") for row in rows]
+        scaling = dpo_scaling(rows, categories, config, text_encoder=text_encoder, reward_model=reward_model)
+        for row, weight in zip(rows, scaling.alpha.tolist(), strict=True):
+            row[PAIR_WEIGHT] = float(weight)
+        alpha = scaling.alpha.float()
+        scaling_summary = {"scaling": {
+            "mode": config.scaling_mode, "alpha_mean": round(alpha.mean().item(), 4),
+            "alpha_std": round(alpha.std().item(), 4) if alpha.numel() > 1 else 0.0,
+            "alpha_min": round(alpha.min().item(), 4), "alpha_max": round(alpha.max().item(), 4),
+            "fraction_clipped": round(scaling.fraction_clipped, 4),
+            "fraction_masked": round(scaling.fraction_masked, 4)}}
+        logger.info("DPO-S: α over %d pairs: mean %.3f, range [%.3f, %.3f], clipped %.1f%%, masked %.1f%%", len(rows),
+                    alpha.mean().item(), alpha.min().item(), alpha.max().item(), 100 * scaling.fraction_clipped,
+                    100 * scaling.fraction_masked)
+        trainer_class = _dpo_s_trainer_class()
+    else:
+        for row in rows:
+            row.pop("category")
     seed_everything(config.seed)
     policy, tokenizer = _load_for_training(model, config)
     args = DPOConfig(**_training_arguments(config, work_dir), beta=config.beta, loss_type=config.loss_type)
-    trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=_lora_config(config, model) if config.use_lora else None)
+    trainer = trainer_class(model=policy, args=args, train_dataset=Dataset.from_list(rows),
+                            processing_class=tokenizer,
+                            peft_config=_lora_config(config, model) if config.use_lora else None)
     logger.info("DPO: %d pairs from %d examples, base %s", len(rows), len(examples), model)
     trainer.train()
-    manifest = _manifest("dpo", model, config, trainer, started, train_examples=len(examples), train_pairs=len(rows))
+    method = "dpo" if config.scaling_mode == "none" else "dpo-s"
+    manifest = _manifest(method, model, config, trainer, started, train_examples=len(examples), train_pairs=len(rows),
+                         **scaling_summary)
     return _finish(trainer, tokenizer, model, output_dir, work_dir, config, manifest)
 
 

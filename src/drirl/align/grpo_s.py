@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,9 +24,11 @@ from trl import GRPOConfig, GRPOTrainer
 from drirl.align.scaling import (
     CategoryRunningMean,
     ScalingConfig,
+    check_outlier_tau,
     compute_group_scaling,
     greedy_match_similarity,
     hardness_delta,
+    hardness_text,
     split_sentences,
 )
 from drirl.errors import ConfigError, DataError
@@ -38,53 +40,40 @@ SCALING_STATE_FILE = "drirl_scaling_state.json"
 
 
 @dataclass
-class GRPOSConfig(GRPOConfig):
-    """GRPOConfig plus the switches of dynamic reward scaling (see :class:`drirl.align.scaling.ScalingConfig`)."""
+class GRPOSConfig(GRPOConfig, ScalingConfig):
+    """GRPOConfig plus the dynamic reward scaling settings, inherited from :class:`ScalingConfig` (their one home)."""
 
-    scaling_mode: str = field(default="both", metadata={"help": "none | data (α^D) | model (α^M) | both."})
-    scaling_combine: str = field(default="product", metadata={"help": "product | sum, when scaling_mode=both."})
-    scaling_sum_data_weight: float = field(default=0.5, metadata={"help": "Weight of α^D in the sum."})
-    scaling_data_reference: str = field(default="group", metadata={
-        "help": "δ̄ of α^D: group | category_running_mean."})
-    scaling_model_reference: str = field(default="category_running_mean", metadata={
-        "help": "ḡ_ref of α^M: category_running_mean | group_mean."})
-    scaling_running_mean_momentum: float = field(default=0.9, metadata={"help": "EMA momentum of running means."})
-    scaling_outlier_tau: float = field(default=4.0, metadata={"help": "τ of the reward-gap outlier mask."})
-    scaling_outlier_tau_relative: bool = field(default=True, metadata={"help": "τ in units of the gap variance."})
-    alpha_min: float = field(default=0.5, metadata={"help": "Lower clip of α."})
-    alpha_max: float = field(default=2.0, metadata={"help": "Upper clip of α."})
-    text_encoder: str = field(default="minilm", metadata={
-        "help": "Sentence-transformers model Φ for α^D (folder, id, or the bundled alias 'minilm')."})
-    encoder_batch_size: int = field(default=64, metadata={"help": "Sentences per encoder call."})
     compile_generation: bool = field(default=False, metadata={
         "help": "Compile the decoding step of rollouts with torch.compile (with cache_implementation='static'); "
                 "TRL turns compilation off in its generation config."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # TrainingArguments.__post_init__ does not chain to the mixin's, so the scaling fields are checked here.
+        self.check_scaling()
+        check_outlier_tau(self.scaling_outlier_tau, self.scaling_outlier_tau_relative, self.num_generations)
         # transformers reads max_steps <= 0 as "train num_train_epochs epochs instead": a silent, much longer run
         # for a user who wrote 0 (-1, its documented "use epochs" value, stays allowed).
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"must be at least 1, got {self.max_steps}", key="max_steps")
 
     def scaling_config(self) -> ScalingConfig:
-        return ScalingConfig(
-            mode=self.scaling_mode, combine=self.scaling_combine, sum_data_weight=self.scaling_sum_data_weight,
-            data_reference=self.scaling_data_reference, model_reference=self.scaling_model_reference,
-            running_mean_momentum=self.scaling_running_mean_momentum, outlier_tau=self.scaling_outlier_tau,
-            outlier_tau_relative=self.scaling_outlier_tau_relative, alpha_min=self.alpha_min,
-            alpha_max=self.alpha_max)
+        return self.scaling_settings()
 
 
 class HardnessEncoder:
     """δ_i = 1 − W_i between a response and its demonstration, sentence by sentence in Φ's space.
 
     Demonstrations are embedded once and cached (they never change); responses are embedded in one batch.
+    ``delta_on`` picks the text compared (``scaling_delta_on``): all of it, or the answer part of a Chain-of-Draft
+    response and demonstration (:func:`drirl.align.scaling.hardness_text`).
     """
 
-    def __init__(self, encoder: Any, batch_size: int = 64):
+    def __init__(self, encoder: Any, batch_size: int = 64, delta_on: str = "full"):
         self.encoder = encoder
         self.batch_size = batch_size
+        self.delta_on = delta_on
+        hardness_text("", delta_on)  # an unknown choice fails here, not at the first step
         self._demo_cache: dict[str, torch.Tensor] = {}
 
     def _embed(self, sentences: list[str]) -> torch.Tensor:
@@ -95,11 +84,12 @@ class HardnessEncoder:
 
     def demo_embeddings(self, demonstration: str) -> torch.Tensor:
         if demonstration not in self._demo_cache:
-            self._demo_cache[demonstration] = self._embed(split_sentences(demonstration))
+            self._demo_cache[demonstration] = self._embed(
+                split_sentences(hardness_text(demonstration, self.delta_on)))
         return self._demo_cache[demonstration]
 
     def deltas(self, responses: list[str], demonstrations: list[str]) -> torch.Tensor:
-        pieces = [split_sentences(r) for r in responses]
+        pieces = [split_sentences(hardness_text(r, self.delta_on)) for r in responses]
         flat = [s for p in pieces for s in p]
         embedded = self._embed(flat)
         out, start = [], 0
@@ -125,15 +115,15 @@ class GRPOSTrainer(GRPOTrainer):
         if not isinstance(config, GRPOSConfig):
             raise TypeError("GRPOSTrainer needs a GRPOSConfig")
         self.scaling = config.scaling_config()
-        self.delta_running = CategoryRunningMean(self.scaling.running_mean_momentum)
-        self.gap_running = CategoryRunningMean(self.scaling.running_mean_momentum)
+        self.delta_running = CategoryRunningMean(self.scaling.scaling_running_mean_momentum)
+        self.gap_running = CategoryRunningMean(self.scaling.scaling_running_mean_momentum)
         self._hardness: HardnessEncoder | None = None
-        if self.scaling.mode in ("data", "both"):
+        if self.scaling.scaling_mode in ("data", "both"):
             if text_encoder is None:
                 from drirl.models import load_text_encoder
 
                 text_encoder = load_text_encoder(config.text_encoder, device=str(self.accelerator.device))
-            self._hardness = HardnessEncoder(text_encoder, config.encoder_batch_size)
+            self._hardness = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on)
         if config.compile_generation and getattr(self, "generation_config", None) is not None:
             # TRL builds its GenerationConfig with disable_compile=True; a static cache then runs eagerly.
             self.generation_config.disable_compile = False
@@ -227,7 +217,7 @@ class GRPOSTrainer(GRPOTrainer):
             super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         self._pending_scaling = None
         # Evaluation only measures rewards: its batches must not move the categories' running means.
-        if self.scaling.mode == "none" or not self.model.training:
+        if self.scaling.scaling_mode == "none" or not self.model.training:
             return rewards_per_func
         device = rewards_per_func.device
         count = len(prompts)
@@ -236,7 +226,7 @@ class GRPOSTrainer(GRPOTrainer):
             delta = self._hardness.deltas(texts, [x.get("demonstration") or "" for x in inputs]).to(device)
         else:
             delta = torch.zeros(count, device=device)
-        if self.scaling.mode in ("model", "both"):
+        if self.scaling.scaling_mode in ("model", "both"):
             demo = torch.tensor(self._demo_rewards(inputs, prompts, completions), dtype=torch.float32, device=device)
         else:
             demo = torch.zeros(count, device=device)
@@ -278,6 +268,7 @@ class GRPOSTrainer(GRPOTrainer):
             metrics[f"scaling/{name}/min"].append(flat.min().item())
             metrics[f"scaling/{name}/max"].append(flat.max().item())
         metrics["scaling/fraction_clipped"].append(float(scaling.fraction_clipped))
+        metrics["scaling/fraction_masked"].append(float(scaling.fraction_masked))
         metrics["scaling/nonfinite_rewards"].append(float(scaling.num_nonfinite_rewards))
         categories = gather_object([str(x.get("category")) for x in inputs])[::group]
         for row, category in enumerate(categories):

@@ -26,31 +26,48 @@ import functools
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from drirl.errors import ConfigError
+from drirl.align.settings import (
+    COMBINE_MODES,
+    DATA_REFERENCES,
+    DELTA_ON,
+    MODEL_REFERENCES,
+    SCALING_MODES,
+    ScalingConfig,
+    ScalingConfigError,
+    _is_number,
+    check_outlier_tau,
+)
 
 __all__ = [
     "COMBINE_MODES",
     "DATA_REFERENCES",
+    "DELTA_ON",
     "MODEL_REFERENCES",
     "SCALING_MODES",
     "CategoryRunningMean",
     "GroupScaling",
+    "PairScaling",
     "ScalingConfig",
     "ScalingConfigError",
     "SentenceSplitter",
+    "check_outlier_tau",
     "clip_weights",
     "combine_weights",
     "compute_group_scaling",
     "data_hardness_weight",
+    "dpo_pair_weights",
+    "gap_scale",
     "greedy_match_similarity",
     "hardness_delta",
+    "hardness_text",
+    "mask_fraction",
     "masked_mean_gap",
     "model_responsiveness_weight",
     "outlier_mask",
@@ -60,10 +77,6 @@ __all__ = [
     "split_sentences",
 ]
 
-SCALING_MODES = ("none", "data", "model", "both")
-COMBINE_MODES = ("product", "sum")
-DATA_REFERENCES = ("group", "category_running_mean")
-MODEL_REFERENCES = ("category_running_mean", "group_mean")
 
 # Below this norm an embedding is treated as the zero vector (cosine 0), so an empty or degenerate sentence
 # embedding can never divide by zero.
@@ -233,14 +246,21 @@ def _log_sigmoid(x: Tensor) -> Tensor:
     return -F.softplus(-x)
 
 
-def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None) -> Tensor:
-    """α^D_i = σ(δ_i) / σ(δ̄): harder-than-reference responses (δ_i > δ̄) get α^D > 1, easier ones α^D < 1.
+def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, sharpness: float = 1.0,
+                         centered: bool = False) -> Tensor:
+    """α^D_i = σ(k·δ_i) / σ(k·δ̄): harder-than-reference responses (δ_i > δ̄) get α^D > 1, easier ones α^D < 1.
 
     Args:
         delta: ``[..., G]`` hardness δ of each completion; the last dimension is the group.
         reference_delta: δ̄. ``None`` (the default **Choice**) uses the mean δ of the group, so α^D compares a
             completion with its siblings. Otherwise a scalar or a tensor broadcastable to
             ``delta.shape[:-1] + (1,)``, e.g. the running mean δ of the prompt's category.
+        sharpness: k > 0 (**Choice**; 1 is the paper's σ(δ)/σ(δ̄)). δ lies in [0, 2], where σ is nearly linear,
+            so with k = 1 α^D stays within about ±25 % of 1. A larger k widens the range only while k·δ stays
+            out of σ's flat tail: δ is mostly 0.4–0.9, so k·δ saturates for k of about 4 and more.
+        centered: **Choice**, off by default. α^D = σ(k·(δ_i − δ̄)) / σ(0) = 2·σ(k·(δ_i − δ̄)) instead: the same
+            value at δ_i = δ̄ (1) and the same slope at k = 1 up to σ's curvature, but k then scales the deviation
+            itself, so the range grows with k towards (0, 2) instead of collapsing to 1.
 
     Non-finite δ are replaced by the group mean of the finite ones (a failed embedding should not decide the
     weight); a group with no finite δ, or a non-finite reference, gives the neutral α^D = 1. The result is
@@ -260,7 +280,16 @@ def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None) -
     # A group with nothing finite carries no information: make δ equal to the reference so α^D = 1.
     fill = torch.where(any_finite.unsqueeze(-1), group_mean, reference)
     delta = torch.where(torch.isfinite(delta), delta, fill)
-    return _sigmoid_ratio(delta, reference)
+    k = _sharpness(sharpness)
+    if centered:
+        return _sigmoid_ratio(k * (delta - reference), torch.zeros_like(reference))
+    return _sigmoid_ratio(k * delta, k * reference)
+
+
+def _sharpness(k: float) -> float:
+    if not isinstance(k, (int, float)) or isinstance(k, bool) or not math.isfinite(k) or k <= 0:
+        raise ValueError(f"sharpness k must be a finite number > 0, got {k!r}")
+    return float(k)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -286,14 +315,14 @@ def reward_gaps(rewards: Tensor, demo_reward: Tensor | float) -> Tensor:
     return rewards - demo
 
 
-def outlier_mask(gaps: Tensor, tau: float, relative: bool = True) -> Tensor:
+def outlier_mask(gaps: Tensor, tau: float, relative: bool = False) -> Tensor:
     """m_i = 1[(g_i − ḡ)² ≤ τ]: keep the gaps close to the group mean ḡ, drop outliers (``[..., G]`` bool).
 
-    ḡ is the mean of the finite gaps of the group (last dimension). With ``relative=True`` (the default) the
-    threshold is τ·Var(g), the population variance of the group's finite gaps, so τ is unitless and independent
-    of the reward model's scale: τ = 4 keeps gaps within 2 standard deviations. Note that in a group of n
-    finite gaps no gap can lie more than √(n−1) standard deviations from the mean, so a relative τ ≥ n − 1
-    never masks anything. With ``relative=False`` τ is an absolute threshold in squared reward units.
+    ḡ is the mean of the finite gaps of the group (last dimension). By default (``relative=False``, METHOD.md's
+    form) τ is an absolute threshold in squared reward units. With ``relative=True`` the threshold is τ·Var(g),
+    the population variance of the group's finite gaps, so τ is unitless: τ = 4 keeps gaps within 2 standard
+    deviations. In a group of n finite gaps no gap lies more than √(n−1) standard deviations from the mean, so a
+    relative τ ≥ n − 1 never masks anything (:func:`check_outlier_tau` refuses it at load time).
 
     NaN and ±inf gaps are always masked out. A group whose finite gaps are all equal keeps all of them
     (nothing stands out), whatever τ.
@@ -339,8 +368,10 @@ def masked_mean_gap(gaps: Tensor, mask: Tensor) -> Tensor:
     return mean
 
 
-def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float) -> Tensor:
-    """α^M = σ(ḡ_P) / σ(ḡ_ref), one per group (shape of ``gap_p``).
+def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float, sharpness: float = 1.0,
+                                centered: bool = False) -> Tensor:
+    """α^M = σ(k·ḡ_P) / σ(k·ḡ_ref), one per group (shape of ``gap_p``); k = 1 (the default) is the paper's form.
+    ``centered`` gives σ(k·(ḡ_P − ḡ_ref)) / σ(0) instead (see :func:`data_hardness_weight`).
 
     A prompt whose completions score further above the demonstration than the reference (by default the running
     mean of its category) is one the model already responds to: α^M > 1; one lagging behind gets α^M < 1.
@@ -351,8 +382,57 @@ def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float) ->
     reference = torch.as_tensor(reference_gap, dtype=dtype, device=gap_p.device)
     reference = torch.where(torch.isfinite(reference), reference, gap_p)
     gap_p = torch.where(torch.isfinite(gap_p), gap_p, reference)
-    ratio = _sigmoid_ratio(gap_p, reference)
+    k = _sharpness(sharpness)
+    if centered:
+        ratio = _sigmoid_ratio(k * (gap_p - reference), torch.zeros_like(reference))
+    else:
+        ratio = _sigmoid_ratio(k * gap_p, k * reference)
     return torch.where(torch.isfinite(gap_p) & torch.isfinite(reference), ratio, torch.ones_like(ratio))
+
+
+def gap_scale(gaps: Tensor) -> Tensor:
+    """s = the population standard deviation of all finite gaps of the batch (0-dim), or 1 when it is 0 or undefined.
+
+    Dividing ḡ_P and ḡ_ref by s turns them into z-scores (``scaling_standardize_gaps``), so a sharpness k means
+    the same whatever the reward model's scale. Computed on the gathered batch, like α itself.
+    """
+    dtype = _float_dtype(gaps)
+    gaps = gaps.to(dtype)
+    finite = gaps[torch.isfinite(gaps)]
+    if finite.numel() < 2:
+        return torch.ones((), dtype=dtype, device=gaps.device)
+    # Centre before squaring and divide by the largest |deviation| so huge but finite gaps cannot overflow.
+    deviation = finite - finite.mean()
+    top = deviation.abs().amax()
+    if not torch.isfinite(top) or top == 0:
+        return torch.ones((), dtype=dtype, device=gaps.device)
+    scale = top * torch.sqrt(((deviation / top) ** 2).mean())
+    return scale if bool(torch.isfinite(scale)) and scale > 0 else torch.ones((), dtype=dtype, device=gaps.device)
+
+
+def mask_fraction(mask: Tensor, gaps: Tensor) -> float:
+    """The fraction of finite gaps that the outlier mask drops (0.0 when there is none): how often m_i fires."""
+    finite = torch.isfinite(gaps)
+    total = int(finite.sum().item())
+    if not total:
+        return 0.0
+    return float((finite & ~mask.bool()).sum().item()) / total
+
+
+def hardness_text(text: str, delta_on: str = "full") -> str:
+    """The part of a response or demonstration that δ compares: all of it (``"full"``) or its answer (``"answer"``).
+
+    With ``"answer"``, a Chain-of-Draft text ("Draft: …\nAnswer: …", METHOD.md §2.2) gives what follows its
+    "Answer:" label; a text without that layout (a plain answer, or a draft cut off before its answer) is used
+    whole, the same rule the evaluation's judges use.
+    """
+    if delta_on not in DELTA_ON:
+        raise ValueError(f"delta_on must be one of {list(DELTA_ON)}, got {delta_on!r}")
+    if delta_on == "full":
+        return text or ""
+    from drirl.eval.judges import answer_part
+
+    return answer_part(text or "")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -407,109 +487,6 @@ def clip_weights(alpha: Tensor, alpha_min: float, alpha_max: float) -> tuple[Ten
 # ---------------------------------------------------------------------------------------------------------------
 # Configuration and running means
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class ScalingConfigError(ConfigError, ValueError):
-    """A :class:`ScalingConfig` field has a value outside its allowed set (a ``ValueError`` and a ``ConfigError``)."""
-
-
-@dataclass
-class ScalingConfig:
-    """Switches of GRPO-S dynamic reward scaling; each ablation of METHOD.md §2.4 is one field."""
-
-    mode: str = field(
-        default="both",
-        metadata={
-            "help": "Which difficulty factors scale the advantages: 'none' (plain GRPO), 'data' (α^D only), "
-            "'model' (α^M only) or 'both' (combined with `combine`)."
-        },
-    )
-    combine: str = field(
-        default="product",
-        metadata={
-            "help": "How α^D and α^M combine when mode='both': 'product' (α^D·α^M) or 'sum' (w·α^D + (1−w)·α^M)."
-        },
-    )
-    sum_data_weight: float = field(
-        default=0.5,
-        metadata={"help": "w in [0, 1], the weight of α^D when combine='sum'."},
-    )
-    data_reference: str = field(
-        default="group",
-        metadata={
-            "help": "Reference δ̄ of α^D = σ(δ)/σ(δ̄): 'group' (mean δ of the G completions) or "
-            "'category_running_mean' (exponential moving mean of δ over the prompt's category)."
-        },
-    )
-    model_reference: str = field(
-        default="category_running_mean",
-        metadata={
-            "help": "Reference ḡ_ref of α^M = σ(ḡ_P)/σ(ḡ_ref): 'category_running_mean' (exponential moving mean "
-            "of the group mean gap over the prompt's category) or 'group_mean' (this group's mean gap)."
-        },
-    )
-    running_mean_momentum: float = field(
-        default=0.9,
-        metadata={
-            "help": "Momentum m in [0, 1] of the category running means: new = m·old + (1−m)·value; "
-            "the first value of a category initialises it."
-        },
-    )
-    outlier_tau: float = field(
-        default=4.0,
-        metadata={
-            "help": "τ >= 0 of the outlier mask 1[(g − ḡ)² <= τ] on reward gaps; inf disables the mask. "
-            "Relative to the group's gap variance when outlier_tau_relative is true."
-        },
-    )
-    outlier_tau_relative: bool = field(
-        default=True,
-        metadata={
-            "help": "If true the outlier threshold is τ·Var(g) of the group (τ=4 keeps gaps within 2 std); "
-            "if false τ is absolute, in squared reward units."
-        },
-    )
-    alpha_min: float = field(
-        default=0.5,
-        metadata={"help": "Lower clip bound of α (> 0, so scaling never flips an advantage's sign)."},
-    )
-    alpha_max: float = field(
-        default=2.0,
-        metadata={"help": "Upper clip bound of α (>= alpha_min)."},
-    )
-
-    def __post_init__(self) -> None:
-        for name, allowed in (
-            ("mode", SCALING_MODES),
-            ("combine", COMBINE_MODES),
-            ("data_reference", DATA_REFERENCES),
-            ("model_reference", MODEL_REFERENCES),
-        ):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise _config_error(name, f"must be one of {list(allowed)}, got {value!r}")
-        if not _is_number(self.sum_data_weight) or not 0.0 <= self.sum_data_weight <= 1.0:
-            raise _config_error("sum_data_weight", f"must be in [0, 1], got {self.sum_data_weight!r}")
-        if not _is_number(self.running_mean_momentum) or not 0.0 <= self.running_mean_momentum <= 1.0:
-            raise _config_error("running_mean_momentum", f"must be in [0, 1], got {self.running_mean_momentum!r}")
-        if not _is_number(self.outlier_tau) or self.outlier_tau < 0:
-            raise _config_error("outlier_tau", f"must be >= 0 (inf allowed), got {self.outlier_tau!r}")
-        if not isinstance(self.outlier_tau_relative, bool):
-            raise _config_error("outlier_tau_relative", f"must be true or false, got {self.outlier_tau_relative!r}")
-        if not _is_number(self.alpha_min) or not math.isfinite(self.alpha_min) or self.alpha_min <= 0:
-            raise _config_error("alpha_min", f"must be a finite number > 0, got {self.alpha_min!r}")
-        if not _is_number(self.alpha_max) or self.alpha_max < self.alpha_min:
-            raise _config_error("alpha_max", f"must be >= alpha_min ({self.alpha_min}), got {self.alpha_max!r}")
-
-
-def _config_error(name: str, message: str) -> ScalingConfigError:
-    error = ScalingConfigError(f"ScalingConfig.{name} {message}")
-    error.key = name
-    return error
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 class CategoryRunningMean:
@@ -588,6 +565,7 @@ class GroupScaling:
     outlier_mask: Tensor  # [B, G] bool, m
     fraction_clipped: float
     num_nonfinite_rewards: int
+    fraction_masked: float = 0.0  # finite gaps dropped by m (0 when α^M is not used)
 
 
 def compute_group_scaling(
@@ -607,9 +585,9 @@ def compute_group_scaling(
         demo_rewards: ``[B]`` R_j(q, õ) of each prompt's demonstration.
         categories: the B prompts' categories j, used by the category running means.
         config: the switches; see :class:`ScalingConfig`.
-        delta_running: running mean of δ per category; required when ``data_reference`` is
+        delta_running: running mean of δ per category; required when ``scaling_data_reference`` is
             ``"category_running_mean"`` and α^D is used.
-        gap_running: running mean of the group mean gap ḡ per category; required when ``model_reference`` is
+        gap_running: running mean of the group mean gap ḡ per category; required when ``scaling_model_reference`` is
             ``"category_running_mean"`` and α^M is used.
 
     Groups are processed in order and each running mean is read *before* it is updated with the current group,
@@ -626,14 +604,14 @@ def compute_group_scaling(
         raise ValueError(f"demo_rewards must be [B] = [{num_groups}], got {tuple(demo_rewards.shape)}")
     if len(categories) != num_groups:
         raise ValueError(f"need one category per group: {num_groups} groups, {len(categories)} categories")
-    use_data = config.mode in ("data", "both")
-    use_model = config.mode in ("model", "both")
-    running_delta = use_data and config.data_reference == "category_running_mean"
-    running_gap = use_model and config.model_reference == "category_running_mean"
+    use_data = config.scaling_mode in ("data", "both")
+    use_model = config.scaling_mode in ("model", "both")
+    running_delta = use_data and config.scaling_data_reference == "category_running_mean"
+    running_gap = use_model and config.scaling_model_reference == "category_running_mean"
     if running_delta and delta_running is None:
-        raise ValueError("data_reference='category_running_mean' needs a delta_running CategoryRunningMean")
+        raise ValueError("scaling_data_reference='category_running_mean' needs a delta_running CategoryRunningMean")
     if running_gap and gap_running is None:
-        raise ValueError("model_reference='category_running_mean' needs a gap_running CategoryRunningMean")
+        raise ValueError("scaling_model_reference='category_running_mean' needs a gap_running CategoryRunningMean")
 
     dtype = _float_dtype(delta, rewards, demo_rewards)
     device = delta.device
@@ -645,7 +623,8 @@ def compute_group_scaling(
     num_nonfinite = int((~finite_rewards).sum().item())
 
     gaps = reward_gaps(rewards, demo_rewards.to(dtype))
-    mask = outlier_mask(gaps, config.outlier_tau, relative=config.outlier_tau_relative)
+    mask = outlier_mask(gaps, config.scaling_outlier_tau, relative=config.scaling_outlier_tau_relative)
+    sharpness = config.scaling_sharpness
 
     alpha_data = ones_bg
     if use_data:
@@ -659,7 +638,7 @@ def compute_group_scaling(
                 if bool(has_delta[b]):
                     delta_running.update(category, mean_b)
             reference = torch.tensor(refs, dtype=dtype, device=device).unsqueeze(-1)
-        alpha_data = data_hardness_weight(delta, reference)
+        alpha_data = data_hardness_weight(delta, reference, sharpness, config.scaling_centered)
 
     alpha_model = ones_b
     if use_model:
@@ -675,11 +654,15 @@ def compute_group_scaling(
             gap_reference = torch.tensor(refs, dtype=dtype, device=device)
         else:
             gap_reference = group_gap
-        alpha_model = model_responsiveness_weight(gap_p, gap_reference)
+        if config.scaling_standardize_gaps:
+            scale = gap_scale(gaps)
+            gap_p, gap_reference = gap_p / scale, gap_reference / scale
+        alpha_model = model_responsiveness_weight(gap_p, gap_reference, sharpness, config.scaling_centered)
         # Without a single finite gap the group says nothing about responsiveness.
         alpha_model = torch.where(has_gap, alpha_model, ones_b)
 
-    if config.mode == "none":
+    fraction_masked = mask_fraction(mask, gaps) if use_model else 0.0
+    if config.scaling_mode == "none":
         return GroupScaling(
             alpha=torch.ones_like(delta),
             alpha_data=alpha_data,
@@ -689,10 +672,11 @@ def compute_group_scaling(
             outlier_mask=mask,
             fraction_clipped=0.0,
             num_nonfinite_rewards=num_nonfinite,
+            fraction_masked=fraction_masked,
         )
-    if config.mode == "both":
-        alpha = combine_weights(alpha_data, alpha_model, config.combine, config.sum_data_weight)
-    elif config.mode == "data":
+    if config.scaling_mode == "both":
+        alpha = combine_weights(alpha_data, alpha_model, config.scaling_combine, config.scaling_sum_data_weight)
+    elif config.scaling_mode == "data":
         alpha = alpha_data
     else:
         alpha = alpha_model.unsqueeze(-1).expand_as(delta)
@@ -707,4 +691,119 @@ def compute_group_scaling(
         outlier_mask=mask,
         fraction_clipped=fraction,
         num_nonfinite_rewards=num_nonfinite,
+        fraction_masked=fraction_masked,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DPO-S: the same α for offline preference pairs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairScaling:
+    """Result of :func:`dpo_pair_weights` for N preference pairs."""
+
+    alpha: Tensor  # [N] final, clipped α of each pair
+    alpha_data: Tensor  # [N] α^D of the rejected response (ones when not used)
+    alpha_model: Tensor  # [N] α^M of the pair's prompt (ones when not used)
+    fraction_clipped: float
+    fraction_masked: float
+
+
+def _category_means(values: Tensor, categories: Sequence[str]) -> Tensor:
+    """Each entry replaced by the mean of the finite entries of its category (NaN where the category has none)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for value, category in zip(values.tolist(), categories, strict=True):
+        if math.isfinite(value):
+            sums[category] = sums.get(category, 0.0) + value
+            counts[category] = counts.get(category, 0) + 1
+    means = [sums[c] / counts[c] if counts.get(c) else math.nan for c in categories]
+    return torch.tensor(means, dtype=values.dtype, device=values.device)
+
+
+def dpo_pair_weights(
+    delta: Tensor,
+    gaps: Tensor,
+    prompt_keys: Sequence[str],
+    categories: Sequence[str],
+    config: ScalingConfig,
+) -> PairScaling:
+    """The GRPO-S factor α for N offline DPO pairs (demonstration chosen, a policy sample rejected): DPO-S.
+
+    Args:
+        delta: ``[N]`` hardness δ = 1 − W of each pair's *rejected* response against its demonstration.
+        gaps: ``[N]`` reward gaps g = R_j(q, rejected) − R_j(q, õ) (NaN where unscorable; zeros if α^M is unused).
+        prompt_keys: the prompt of each pair; the pairs of one prompt form its group (for m_i and ḡ_P).
+        categories: the category j of each pair.
+        config: the scaling settings; ``scaling_mode``, ``scaling_combine``, ``scaling_sum_data_weight``,
+            ``scaling_outlier_tau(_relative)``, ``scaling_sharpness``, ``scaling_standardize_gaps`` and the α clip
+            apply as in GRPO-S.
+
+    The pairs are fixed before training, so the references are exact category means over all pairs rather than
+    running means: δ̄ is the mean δ of the pair's category (α^D = σ(k·δ_i)/σ(k·δ̄)), and ḡ_ref is the mean over the
+    category's prompts of their group-mean gap ḡ (α^M = σ(k·ḡ_P)/σ(k·ḡ_ref), ḡ_P the outlier-masked mean gap of the
+    prompt). (The group reference of GRPO-S would make α^D ≡ 1 with one rejected sample per prompt.) A prompt
+    without a finite gap gets α^M = 1.
+    """
+    if delta.dim() != 1 or gaps.shape != delta.shape:
+        raise ValueError(f"delta and gaps must both be [N], got {tuple(delta.shape)} and {tuple(gaps.shape)}")
+    count = delta.shape[0]
+    if len(prompt_keys) != count or len(categories) != count:
+        raise ValueError(f"need one prompt and one category per pair: {count} pairs, {len(prompt_keys)} prompts, "
+                         f"{len(categories)} categories")
+    dtype = _float_dtype(delta, gaps)
+    delta, gaps = delta.to(dtype), gaps.to(dtype)
+    ones = torch.ones(count, dtype=dtype, device=delta.device)
+    mode = config.scaling_mode
+    use_data, use_model = mode in ("data", "both"), mode in ("model", "both")
+    k = config.scaling_sharpness
+
+    alpha_data = ones
+    if use_data:
+        # A pair whose category has no finite δ gets α^D = 1 (data_hardness_weight fills a non-finite reference).
+        alpha_data = data_hardness_weight(delta.unsqueeze(-1), _category_means(delta, categories).unsqueeze(-1),
+                                          k, config.scaling_centered).squeeze(-1)
+
+    alpha_model = ones
+    fraction_masked = 0.0
+    if use_model:
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(prompt_keys):
+            groups.setdefault(key, []).append(i)
+        gap_p = torch.full((count,), math.nan, dtype=dtype, device=delta.device)
+        group_mean = torch.full((count,), math.nan, dtype=dtype, device=delta.device)
+        masked = kept = 0
+        for members in groups.values():
+            index = torch.tensor(members, device=delta.device)
+            group = gaps[index]
+            mask = outlier_mask(group, config.scaling_outlier_tau, relative=config.scaling_outlier_tau_relative)
+            finite = torch.isfinite(group)
+            masked += int((finite & ~mask).sum().item())
+            kept += int(finite.sum().item())
+            if finite.any():
+                gap_p[index] = masked_mean_gap(group, mask)
+                group_mean[index] = group[finite].mean()
+        fraction_masked = masked / kept if kept else 0.0
+        # One entry per prompt in the category mean of ḡ, however many pairs the prompt has.
+        first = {members[0] for members in groups.values()}
+        per_prompt = torch.where(torch.tensor([i in first for i in range(count)], device=delta.device), group_mean,
+                                 torch.full_like(group_mean, math.nan))
+        reference = _category_means(per_prompt, categories)
+        if config.scaling_standardize_gaps:
+            scale = gap_scale(gaps)
+            gap_p, reference = gap_p / scale, reference / scale
+        alpha_model = model_responsiveness_weight(gap_p, reference, k, config.scaling_centered)
+        alpha_model = torch.where(torch.isfinite(gap_p), alpha_model, ones)
+
+    if mode == "none":
+        return PairScaling(alpha=ones, alpha_data=alpha_data, alpha_model=alpha_model, fraction_clipped=0.0,
+                           fraction_masked=fraction_masked)
+    if mode == "both":
+        alpha = combine_weights(alpha_data, alpha_model, config.scaling_combine, config.scaling_sum_data_weight)
+    else:
+        alpha = alpha_data if mode == "data" else alpha_model
+    alpha, fraction = clip_weights(alpha, config.alpha_min, config.alpha_max)
+    return PairScaling(alpha=alpha, alpha_data=alpha_data, alpha_model=alpha_model, fraction_clipped=fraction,
+                       fraction_masked=fraction_masked)

@@ -14,18 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from drirl.align.settings import ScalingConfig, check_outlier_tau
 from drirl.config import config_hash, config_to_dict, help_field
 from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
 from drirl.io import atomic_write_json
+from drirl.training import PolicyLoraSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(PolicyLoraSettings, ScalingConfig):
+    """`drirl align` and the pipeline's ``align`` section. The scaling fields (``scaling_*``, ``alpha_min``,
+    ``alpha_max``, ``text_encoder``) come from :class:`drirl.align.settings.ScalingConfig` and the LoRA fields from
+    :class:`drirl.training.PolicyLoraSettings`; both are validated when the config is built."""
+
     output: str | None = field(default=None, metadata=help_field("Run folder to write.", required=True))
     policy: str = field(default="smollm2-135m-instruct", metadata=help_field(
         "Policy to align (folder, hub id or bundled alias)."))
@@ -51,36 +57,34 @@ class AlignConfig:
     learning_rate: float = field(default=5e-5, metadata=help_field(
         "Learning rate (TRL's default 1e-6 is far too small for short LoRA runs)."))
     per_device_train_batch_size: int = field(default=8, metadata=help_field(
-        "Completions per device per step; must divide by num_generations."))
-    gradient_accumulation_steps: int = field(default=1, metadata=help_field("Gradient accumulation steps."))
-    num_generations: int = field(default=4, metadata=help_field("G: completions per prompt."))
+        "Completions per device per step; must divide by num_generations. Prompts per step = this × processes × "
+        "gradient_accumulation_steps / num_generations (e.g. 16 with num_generations 8: two prompts per step)."))
+    gradient_accumulation_steps: int = field(default=1, metadata=help_field(
+        "Gradient accumulation steps; TRL generates one batch of groups per optimizer step, so this also "
+        "multiplies the prompts of a step."))
+    num_generations: int = field(default=4, metadata=help_field(
+        "G: completions per prompt. Larger groups (8) give fewer all-equal-reward groups, whose advantage is 0."))
     max_completion_length: int = field(default=64, metadata=help_field("Max new tokens per completion."))
     temperature: float = field(default=1.0, metadata=help_field("Sampling temperature of rollouts."))
-    beta: float = field(default=0.0, metadata=help_field("KL coefficient β to the reference policy (0: no KL)."))
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"] = \
+        field(default="linear", metadata=help_field(
+        "transformers scheduler: linear (decays to 0 at max_steps), constant, constant_with_warmup (a constant "
+        "rate after warm-up, so the last steps still learn), cosine, ..."))
+    warmup_steps: float = field(default=0.0, metadata=help_field(
+        "Warm-up of the learning rate: a number >= 1 is steps, one below 1 a fraction of max_steps."))
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata=help_field(
+        "TRL's advantage scaling: group (divide by each group's reward std, the paper's A_i), batch (by the std "
+        "of the whole batch, so a group whose rewards barely differ gets small advantages instead of amplified "
+        "noise) or none."))
+    mask_truncated_completions: bool = field(default=False, metadata=help_field(
+        "Leave completions cut off at max_completion_length out of the loss (DAPO), so a draft truncated "
+        "before its answer is not scored as if it were the answer."))
+    beta: float = field(default=0.0, metadata=help_field(
+        "KL coefficient β to the reference policy (0: no KL). The reference is the policy training starts from "
+        "(with LoRA, the model with its adapters disabled): β > 0 anchors GRPO to the base model when it starts "
+        "from the base model, and to the SFT warm start when it starts from there."))
     epsilon: float = field(default=0.2, metadata=help_field("PPO-style clip range of the ratio."))
     loss_type: str = field(default="dapo", metadata=help_field("TRL loss_type: grpo, dapo, dr_grpo, bnpo."))
-    scaling_mode: Literal["none", "data", "model", "both"] = field(default="both", metadata=help_field(
-        "Dynamic reward scaling: none (plain GRPO), data (α^D only), model (α^M only), both."))
-    scaling_combine: Literal["product", "sum"] = field(default="product", metadata=help_field(
-        "How α^D and α^M combine."))
-    scaling_sum_data_weight: float = field(default=0.5, metadata=help_field("Weight of α^D when combine=sum."))
-    scaling_data_reference: Literal["group", "category_running_mean"] = field(
-        default="group", metadata=help_field("δ̄ of α^D."))
-    scaling_model_reference: Literal["category_running_mean", "group_mean"] = field(
-        default="category_running_mean", metadata=help_field("ḡ_ref of α^M."))
-    scaling_running_mean_momentum: float = field(default=0.9, metadata=help_field("EMA momentum."))
-    scaling_outlier_tau: float = field(default=4.0, metadata=help_field("τ of the outlier mask on reward gaps."))
-    scaling_outlier_tau_relative: bool = field(default=True, metadata=help_field("τ relative to the gap variance."))
-    alpha_min: float = field(default=0.5, metadata=help_field("Lower clip of α."))
-    alpha_max: float = field(default=2.0, metadata=help_field("Upper clip of α."))
-    text_encoder: str = field(default="minilm", metadata=help_field("Text encoder Φ of α^D."))
-    use_lora: bool = field(default=True, metadata=help_field("Train LoRA adapters instead of all weights."))
-    lora_r: int = field(default=16, metadata=help_field("LoRA rank."))
-    lora_alpha: int = field(default=32, metadata=help_field("LoRA alpha."))
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS),
-                                           metadata=help_field("Modules with LoRA adapters."))
-    lora_top_layers: int | None = field(default=None, metadata=help_field(
-        "Adapters only on the top N transformer layers (None: all); backpropagation stops there (cheaper)."))
     merge_lora: bool = field(default=True, metadata=help_field("Merge LoRA into the saved model."))
     bf16: str = field(default="auto", metadata=help_field("true, false or auto."))
     gradient_checkpointing: bool = field(default=False, metadata=help_field("Trade compute for memory."))
@@ -105,6 +109,17 @@ class AlignConfig:
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
+        self.check_scaling()
+        self.check_lora()
+        check_outlier_tau(self.scaling_outlier_tau, self.scaling_outlier_tau_relative, self.num_generations)
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ConfigError(f"must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}",
+                              key="scale_rewards")
+        if not self.warmup_steps >= 0:
+            raise ConfigError(f"must be >= 0, got {self.warmup_steps!r}", key="warmup_steps")
+        if self.num_generations < 2:
+            raise ConfigError(f"must be at least 2 (a group needs two completions to compare), got "
+                              f"{self.num_generations}", key="num_generations")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.eval_prompts < 0 or self.eval_steps < 1:
@@ -251,14 +266,9 @@ def build_grpo_config(config: AlignConfig, output_dir: str):
         num_generations=config.num_generations, max_completion_length=config.max_completion_length,
         temperature=config.temperature, beta=config.beta, epsilon=config.epsilon, loss_type=config.loss_type,
         log_completions=False, remove_unused_columns=False, **rollout_arguments(config.rollout_backend),
-        scaling_mode=config.scaling_mode, scaling_combine=config.scaling_combine,
-        scaling_sum_data_weight=config.scaling_sum_data_weight,
-        scaling_data_reference=config.scaling_data_reference,
-        scaling_model_reference=config.scaling_model_reference,
-        scaling_running_mean_momentum=config.scaling_running_mean_momentum,
-        scaling_outlier_tau=config.scaling_outlier_tau,
-        scaling_outlier_tau_relative=config.scaling_outlier_tau_relative,
-        alpha_min=config.alpha_min, alpha_max=config.alpha_max, text_encoder=config.text_encoder,
+        scale_rewards=config.scale_rewards, mask_truncated_completions=config.mask_truncated_completions,
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_steps,
+        **config.scaling_settings().__dict__,
         model_init_kwargs={"trust_remote_code": config.trust_remote_code},
         # the last checkpoint is what --resume needs; older ones only cost disk
         save_total_limit=2,
@@ -296,12 +306,11 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
 
     ``examples`` and ``held_out`` replace the prompts :func:`load_prompts` would pick for training and for the
     held-out reward (``config.eval_prompts``)."""
-    from peft import LoraConfig
 
     from drirl.align.grpo_s import GRPOSTrainer
     from drirl.align.plots import plot_training_curves
     from drirl.models import fix_special_tokens, load_causal_lm, load_tokenizer
-    from drirl.training import seed_everything, top_layers
+    from drirl.training import seed_everything
 
     if not config.output:
         raise ConfigError("missing required field", key="output")
@@ -321,9 +330,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     args = build_grpo_config(config, str(checkpoints))
     peft_config = None
     if config.use_lora:
-        peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
-                                 lora_dropout=0.0, target_modules=list(config.lora_target_modules),
-                                 layers_to_transform=top_layers(config.policy, config.lora_top_layers))
+        peft_config = config.peft_lora_config("CAUSAL_LM", config.policy)
     trainer = GRPOSTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                            eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config,
                            text_encoder=text_encoder)
@@ -354,6 +361,9 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "held_out_reward": held_out_rewards,
+        # How often the α clip bound and the outlier mask fired, averaged over the logged steps (None: scaling off).
+        "scaling_rates": {name: _mean_logged(history, f"scaling/{name}")
+                          for name in ("fraction_clipped", "fraction_masked")},
         "scaling_state": trainer.scaling_state(),
     })
     logger.info("aligned policy written to %s (%.0f s)", final, seconds)
@@ -366,6 +376,11 @@ def _save_model(model: Any, tokenizer: Any, folder: Path) -> None:
     with atomic_directory(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+
+
+def _mean_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(h[key]) for h in history if key in h]
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def read_history(output: str | Path) -> list[dict[str, Any]]:
