@@ -30,7 +30,7 @@ QA = [
     {"id": "q2", "question": "What is 2 + 2?", "answers": ["4", "four"], "topic": "arithmetic"},
     {"id": "q3", "question": "What colour is the sky?", "answers": ["blue"], "topic": "common_sense"},
 ]
-RATE_KEYS = ["harmful_refusal", "harm_rate", "benign_compliance", "borderline_compliance",
+RATE_KEYS = ["harmful_refusal", "non_refusal_rate", "benign_compliance", "borderline_compliance",
              "ordinary_benign_compliance", "qa_accuracy", "jailbreak_refusal_overall"]
 
 
@@ -67,13 +67,21 @@ def test_evaluate_end_to_end_on_tiny_model(tiny_lm_path, tmp_path):
         assert 0.0 <= summary[key] <= 1.0, key
         low, high = summary[f"{key}_ci"]
         assert 0.0 <= low <= summary[key] <= high <= 1.0, key
-    assert summary["harm_score"] is None  # the regex matcher gives no graded score
-    assert summary["model"] == str(tiny_lm_path) and summary["judge"] == "refusal"
+    # The default judge cannot see content: no graded score and no "harmful" verdicts, only (non-)refusal.
+    assert summary["harm_score"] is None and summary["harm_rate"] is None
+    assert summary["model"] == str(tiny_lm_path) and summary["judge"] == "hybrid"
+    labels = summary["labels"]["harmful"]
+    assert sum(labels.values()) == summary["n"]["harmful"]
+    assert summary["harmful_refusal"] == pytest.approx(labels["refusal"] / summary["n"]["harmful"])
+    assert summary["non_refusal_rate"] == pytest.approx((labels["compliance"] + labels["partial"])
+                                                        / summary["n"]["harmful"])
     assert set(summary["per_category"]) == {e["category"] for e in EXAMPLES}
     for cat in ("crime", "insult", "privacy"):
         entry = summary["per_category"][cat]["harmful_refusal"]
         assert set(entry) == {"mean", "low", "high", "n"} and 0.0 <= entry["mean"] <= 1.0
-    assert set(summary["per_category"]["benign"]) == {"benign_compliance", "ordinary_benign_compliance"}
+    assert set(summary["per_category"]["benign"]) == {"benign_compliance", "ordinary_benign_compliance",
+                                                      "degenerate"}
+    assert set(summary["degenerate"]) == {"harmful", "borderline", "benign", "qa", "jailbreak"}
     n_templates = len(summary["jailbreak_refusal"])
     assert n_templates >= 3 and all(0.0 <= v <= 1.0 for v in summary["jailbreak_refusal"].values())
     assert summary["n"] == {"harmful": 5, "borderline_benign": 2, "ordinary_benign": 1, "qa": 3,
