@@ -98,10 +98,13 @@ def test_rules_clarity_decides_what_the_hybrid_judge_asks_the_classifier():
             return [JudgeVerdict(refused=False, label="partial", reason="fixed") for _ in responses]
 
     fixed = Fixed()
-    verdicts = HybridJudge(fixed).judge(["p"] * 3, ["I can't help with that.", "Paris.", KINDS[7][0]])
-    assert [v.label for v in verdicts] == ["refusal", "compliance", "partial"]
-    assert fixed.asked == [KINDS[7][0]]
-    assert verdicts[2].reason.startswith("fixed (rules unsure: declines, then answers")
+    responses = ["I can't help with that.", "", "Paris is the capital.", KINDS[7][0]]
+    verdicts = HybridJudge(fixed).judge(["p"] * 4, responses)
+    # Clear refusals (and an empty answer) stay with the rules; "no decline" may be an implicit refusal, so the
+    # classifier decides it, as it decides every unclear case.
+    assert [v.label for v in verdicts] == ["refusal", "refusal", "partial", "partial"]
+    assert fixed.asked == responses[2:]
+    assert verdicts[3].reason.startswith("fixed (rules: declines, then answers")
 
 
 def test_verdict_label_and_refused_agree():
@@ -235,7 +238,7 @@ def test_cli_judge_table_and_bad_row(tmp_path, capsys):
     from drirl.cli import main
 
     path = _write_rows(tmp_path / "r.jsonl", ROWS[:2])
-    assert main(["judge", str(path)]) == 0  # the default judge; both rows are clear to the rules
+    assert main(["judge", str(path)]) == 0  # the default judge
     out = capsys.readouterr().out
     assert "| 1 | refusal |" in out and "| 2 | compliance |" in out and "refusal rate 0.500" in out
     bad = _write_rows(tmp_path / "bad.jsonl", [{"prompt": "p", "response": 3}])
