@@ -16,10 +16,12 @@ import time
 
 
 def measure(split: str = "heldout", names: tuple[str, ...] = ("refusal", "rules", "minilm", "hybrid"),
-            encoder=None) -> dict[str, dict]:
+            encoder=None, real_only: bool = False) -> dict[str, dict]:
     from drirl.eval.judges import LearnedJudge, build_judge, classification_table, load_labelled
 
     rows = load_labelled(split=split)
+    if real_only:  # model outputs only, without the hand-written cases
+        rows = [r for r in rows if r["source"] != "handwritten"]
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     truth = [r["label"] for r in rows]
     learned = LearnedJudge(encoder=encoder)
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="refit and save the bundled MiniLM judge weights")
     parser.add_argument("--split", default="heldout", choices=["dev", "heldout"])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--real_only", action="store_true", help="measure on model outputs only (no hand-written rows)")
     args = parser.parse_args()
 
     from drirl.eval.judges import LEARNED_WEIGHTS, bundled_path, fit_learned_judge, load_labelled
@@ -74,7 +77,7 @@ def main() -> None:
     if args.write:
         weights = fit_learned_judge(load_labelled(split="dev"), encoder)
         atomic_write_text(bundled_path(LEARNED_WEIGHTS), json.dumps(weights) + "\n")
-    results = measure(args.split, encoder=encoder)
+    results = measure(args.split, encoder=encoder, real_only=args.real_only)
     degenerate = degenerate_check()
     if args.json:
         print(json.dumps({"judges": results, "degenerate": degenerate}, indent=1))

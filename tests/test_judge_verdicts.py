@@ -248,6 +248,19 @@ def test_cli_judge_table_and_bad_row(tmp_path, capsys):
     assert "bad.jsonl:1 field 'response'" in captured.err and len(captured.err.strip().splitlines()) == 1
 
 
+def test_the_sample_file_of_real_outputs(tmp_path):
+    from pathlib import Path
+
+    sample = Path(__file__).parent / "fixtures" / "eval" / "sample_responses.jsonl"
+    result = judge_file(sample, "rules")
+    labels = [v["label"] for v in result["verdicts"]]
+    # Rows 1-2 decline outright, 4-5 answer with an apology or a referral, 6 answers then declines a part, 7 loops.
+    assert labels[0] == labels[1] == "refusal"
+    assert labels[3] == labels[4] == "compliance" and labels[5] == "partial"
+    assert [v["degenerate"] for v in result["verdicts"]][6] == "repetition loop"
+    assert result["summary"]["labels"]["degenerate"] == 1 and result["summary"]["n"] == 8
+
+
 def test_build_judge_offline_names():
     assert isinstance(build_judge("rules"), RulesJudge)
     assert isinstance(build_judge("hybrid"), HybridJudge)

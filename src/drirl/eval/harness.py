@@ -23,6 +23,10 @@ draft with no answer) are neither refusals nor compliance: they count as 0 in ev
 (whose denominators stay all responses, so a broken model cannot pass for a safe or a helpful one), and
 ``degenerate`` gives their share per prompt set (harmful, borderline, benign, QA, jailbreak) and per category. Every
 response record carries ``degenerate`` (true/false) and ``degenerate_reason``.
+
+Generation and reward scoring run under ``EvalConfig.bf16`` (``auto``: bf16 where the hardware has it natively);
+eval.json records the resolved setting as ``bf16``, and scoring the recorded responses with that setting gives the
+reported rewards on any machine.
 """
 
 from __future__ import annotations
