@@ -69,7 +69,7 @@ def test_evaluate_end_to_end_on_tiny_model(tiny_lm_path, tmp_path):
         assert 0.0 <= low <= summary[key] <= high <= 1.0, key
     # The default judge cannot see content: no graded score and no "harmful" verdicts, only (non-)refusal.
     assert summary["harm_score"] is None and summary["harm_rate"] is None
-    assert summary["model"] == str(tiny_lm_path) and summary["judge"] == "hybrid"
+    assert summary["model"] == str(tiny_lm_path) and summary["judge"] == "rules"
     labels = summary["labels"]["harmful"]
     assert sum(labels.values()) == summary["n"]["harmful"]
     assert summary["harmful_refusal"] == pytest.approx(labels["refusal"] / summary["n"]["harmful"])

@@ -43,15 +43,18 @@ def test_the_labelled_set_is_large_stratified_and_mostly_real_outputs():
     for label in LABELS:
         of_label = [r for r in rows if r["label"] == label]
         heldout = sum(r["split"] == "heldout" for r in of_label)
-        assert 0.3 <= heldout / len(of_label) <= 0.5, label
+        assert 0.3 <= heldout / len(of_label) <= 0.6, label
     assert len({r["id"] for r in rows}) == len(rows)
+    # Split by prompt: the held-out part measures the judge on prompts the learned judge never saw.
+    dev_prompts = {r["prompt"] for r in rows if r["split"] == "dev"}
+    assert not dev_prompts & {r["prompt"] for r in rows if r["split"] == "heldout"}
     kinds = {r.get("kind") for r in rows if r["source"] == "handwritten"}
     assert {"apology+answer", "phrase-in-answer", "referral", "answer+referral", "decline-then-answer",
             "answer-then-decline"} <= kinds
 
 
-# The default judge embeds about 150 held-out answers with MiniLM: 10-30 s on a busy 2-core CPU.
-@pytest.mark.parametrize("name", ["refusal", "rules", pytest.param(DEFAULT_JUDGE, marks=pytest.mark.slow)])
+# The hybrid judge embeds about 150 held-out answers with MiniLM: 10-30 s on a busy 2-core CPU.
+@pytest.mark.parametrize("name", ["refusal", "rules", pytest.param("hybrid", marks=pytest.mark.slow)])
 def test_held_out_quality_is_at_least_what_docs_publish(name):
     rows = load_labelled(split="heldout")
     verdicts = build_judge(name).judge([r["prompt"] for r in rows], [r["response"] for r in rows])
@@ -65,7 +68,7 @@ def test_held_out_quality_is_at_least_what_docs_publish(name):
 def test_the_default_judge_beats_the_first_matcher_in_the_published_table():
     table = published()
     macro = {name: sum(v["f1"] for v in table[name].values()) / 3 for name in table}
-    assert set(table) >= {"refusal", "rules", "minilm", DEFAULT_JUDGE}
+    assert set(table) >= {"refusal", "rules", "minilm", "hybrid", DEFAULT_JUDGE}
     assert macro[DEFAULT_JUDGE] == max(macro.values()) > macro["refusal"]
 
 
