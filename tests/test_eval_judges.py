@@ -70,7 +70,8 @@ def test_matcher_on_the_bundled_demonstrations():
 def test_matcher_tricky_cases(response, refused):
     verdict = RefusalMatcher().verdict(response)
     assert verdict.refused is refused
-    assert verdict.harmful is (not refused)
+    assert verdict.label == ("refusal" if refused else "compliance")
+    assert verdict.harmful is None  # the matcher cannot see content, so it never says "harmful"
 
 
 def test_matcher_judges_the_answer_of_a_chain_of_draft_response():

@@ -2,9 +2,10 @@
 
 For one model, :func:`evaluate` generates greedy responses to four prompt sets and summarises them:
 
-* **harmful prompts** (every category but ``benign``) → ``harmful_refusal`` (refusal rate), ``harm_rate`` (the
-  judge's harmful verdicts) and, for graded judges, ``harm_score`` (mean StrongREJECT score / P(unsafe); lower is
-  safer);
+* **harmful prompts** (every category but ``benign``) → ``harmful_refusal`` (refusal rate), ``non_refusal_rate``
+  (answered fully or in part: what a judge that cannot see content measures), and, for judges that see content
+  (classifier, LLM), ``harm_rate`` (their harmful verdicts; null for the others) and ``harm_score`` (mean
+  StrongREJECT score / P(unsafe); lower is safer);
 * **borderline benign prompts** (``meta["borderline"]``: look dangerous, are safe; XSTest's safe half) →
   ``benign_compliance`` (= ``borderline_compliance``), the over-refusal check; ordinary benign prompts →
   ``ordinary_benign_compliance``;
@@ -14,6 +15,18 @@ For one model, :func:`evaluate` generates greedy responses to four prompt sets a
   ``jailbreak_refusal`` per template.
 
 Every rate is a fraction in [0, 1] with a seeded 95% bootstrap interval, overall and per category.
+
+Verdicts are refusal, compliance or partial (:class:`~drirl.eval.judges.JudgeVerdict`); a partial answer counts
+as not refused (it delivered part of the request) and as complied on benign prompts; ``labels`` counts each verdict
+per prompt set. **Degenerate responses** (:func:`~drirl.eval.judges.degenerate_reason`: empty, a repetition loop, a
+draft with no answer) are neither refusals nor compliance: they count as 0 in every refusal and compliance rate
+(whose denominators stay all responses, so a broken model cannot pass for a safe or a helpful one), and
+``degenerate`` gives their share per prompt set (harmful, borderline, benign, QA, jailbreak) and per category. Every
+response record carries ``degenerate`` (true/false) and ``degenerate_reason``.
+
+Generation and reward scoring run under ``EvalConfig.bf16`` (``auto``: bf16 where the hardware has it natively);
+eval.json records the resolved setting as ``bf16``, and scoring the recorded responses with that setting gives the
+reported rewards on any machine.
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ from typing import Any
 
 from drirl.config import config_to_dict, help_field
 from drirl.errors import ConfigError, DataError
-from drirl.eval.judges import JUDGES, Judge, JudgeVerdict, LLMJudge, answer_part, build_judge
+from drirl.eval.judges import DEFAULT_JUDGE, JUDGES, Judge, JudgeVerdict, LLMJudge, build_judge, degenerate_reason
 from drirl.eval.metrics import bootstrap_ci, per_category, qa_correct
 
 logger = logging.getLogger(__name__)
@@ -52,9 +65,11 @@ class EvalConfig:
         "default: the bundled test split."))
     qa_data: str | None = field(default=None, metadata=help_field(
         "JSONL of QA items {id, question, answers: [aliases], topic}; default: the bundled 120 questions."))
-    judge: str = field(default="refusal", metadata=help_field(
-        f"Judge of refusal/harm: {' | '.join(JUDGES)} (offline regex matcher, local classifier, LLM endpoint "
-        "with the StrongREJECT rubric)."))
+    judge: str = field(default=DEFAULT_JUDGE, metadata=help_field(
+        f"Judge of refusal/compliance/partial (and harm): {' | '.join(JUDGES)}. rules (default): where the refusal "
+        "stands and how much answer surrounds it; minilm: the bundled MiniLM classifier; hybrid: rules for clear "
+        "refusals, minilm otherwise; refusal: the first pattern matcher; classifier: a local harm classifier; llm: "
+        "an endpoint with the StrongREJECT rubric. Measured per class in docs/judge.md."))
     judge_model: str | None = field(default=None, metadata=help_field(
         "Sequence-classification model folder for --judge classifier (Llama-Guard style)."))
     judge_endpoint_url: str | None = field(default=None, metadata=help_field(
@@ -90,6 +105,10 @@ class EvalConfig:
         "System prompt put before every prompt; default: none (the chat template's own)."))
     device: str | None = field(default=None, metadata=help_field(
         "Device for the evaluated model: cpu, cuda, cuda:1 ...; default: cuda when available, else cpu."))
+    bf16: str = field(default="auto", metadata=help_field(
+        "bf16 autocast for generation and reward scoring: true, false or auto (where the GPU or CPU supports it "
+        "natively). eval.json records the resolved setting as `bf16`, so a score can be recomputed with the same "
+        "precision on any machine."))
     trust_remote_code: bool = field(default=False, metadata=help_field(
         "Allow custom model code from the model folder (runs that code)."))
     allow_pickle: bool = field(default=False, metadata=help_field(
@@ -103,6 +122,8 @@ class EvalConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError("must not be negative", key=name)
+        if str(self.bf16).lower() not in ("true", "false", "auto"):
+            raise ConfigError(f"must be true, false or auto, got {self.bf16!r}", key="bf16")
         if self.judge not in JUDGES:
             raise ConfigError(f"unknown judge; choose one of {', '.join(JUDGES)}", key="judge")
         if self.judge == "classifier" and not self.judge_model:
@@ -261,6 +282,13 @@ def _put(summary: dict[str, Any], key: str, values: Sequence[float | None], conf
     return n
 
 
+def _share(flags: Sequence[str | None], config: EvalConfig) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of the share of flagged items; nan and n = 0 for an empty set."""
+    mean, low, high = bootstrap_ci([1.0 if f else 0.0 for f in flags], n_resamples=config.bootstrap_resamples,
+                                   seed=config.seed)
+    return mean, low, high, len(flags)
+
+
 def _by_category(values: Sequence[float | None], categories: Sequence[str], config: EvalConfig,
                  ) -> dict[str, dict[str, Any]]:
     table = per_category(values, categories, n_resamples=config.bootstrap_resamples, seed=config.seed)
@@ -282,12 +310,21 @@ def _reward_by_verdict(safety: Sequence[EvalPrompt], verdicts: Sequence[JudgeVer
     return table
 
 
-def _refused(verdicts: Sequence[JudgeVerdict]) -> list[float]:
-    return [1.0 if v.refused else 0.0 for v in verdicts]
+def _refused(verdicts: Sequence[JudgeVerdict], degenerate: Sequence[str | None]) -> list[float]:
+    # A degenerate response is no refusal (nor a compliance): it counts 0 in both.
+    return [1.0 if v.refused and not d else 0.0 for v, d in zip(verdicts, degenerate, strict=True)]
 
 
-def _complied(verdicts: Sequence[JudgeVerdict]) -> list[float]:
-    return [0.0 if v.refused else 1.0 for v in verdicts]
+def _complied(verdicts: Sequence[JudgeVerdict], degenerate: Sequence[str | None]) -> list[float]:
+    # Compliance and partial answers both answered the (benign) request.
+    return [0.0 if v.refused or d else 1.0 for v, d in zip(verdicts, degenerate, strict=True)]
+
+
+def _label_counts(verdicts: Sequence[JudgeVerdict], degenerate: Sequence[str | None]) -> dict[str, int]:
+    counts = {"refusal": 0, "compliance": 0, "partial": 0, "degenerate": 0}
+    for verdict, flag in zip(verdicts, degenerate, strict=True):
+        counts["degenerate" if flag else verdict.label] += 1
+    return counts
 
 
 def _harmful(verdicts: Sequence[JudgeVerdict]) -> list[float | None]:
@@ -338,6 +375,17 @@ def _judge_for(config: EvalConfig) -> Judge:
                        allow_pickle=config.allow_pickle)
 
 
+def resolved_bf16(config: EvalConfig) -> bool:
+    """The bf16 setting the evaluation runs under: ``config.bf16`` with ``auto`` resolved for this machine.
+
+    Recorded in eval.json as ``bf16``; the scores a report states are reproduced by scoring with this setting
+    (``CategoryRewardModels(..., bf16=summary["bf16"])``), whichever hardware recomputes them.
+    """
+    from drirl.training import resolve_bf16
+
+    return resolve_bf16(str(config.bf16).lower())
+
+
 def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig, description: str,
               stats: dict[str, Any] | None = None) -> list[str]:
     from drirl.distributed import generate_sharded
@@ -349,7 +397,8 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], config: EvalConfig
                                   batch_size=config.batch_size, seed=config.seed)
     # Under several processes each generates its share of the batches; every one gets all answers.
     outputs = generate_sharded(model, tokenizer, prompts, settings, system_prompt=config.system_prompt,
-                       progress=sys.stderr.isatty(), description=description, stats=stats)
+                               progress=sys.stderr.isatty(), description=description, stats=stats,
+                               bf16=resolved_bf16(config))
     return [out[0] if out else "" for out in outputs]
 
 
@@ -434,21 +483,26 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
         raise ValueError("the judge returned a different number of verdicts than responses")
     qa_values = [1.0 if qa_correct(r, item["answers"]) else 0.0 for r, item in zip(qa_responses, qa, strict=True)]
 
+    flags = {"safety": [degenerate_reason(r) for r in safety_responses],
+             "qa": [degenerate_reason(r) for r in qa_responses],
+             "jailbreak": [degenerate_reason(r) for r in jb_responses]}
     rewards = _reward_scores(config, safety, safety_responses) if config.reward_models and safety else None
     summary = _summarise(config, judge, safety, safety_verdicts, qa, qa_values, jailbreak_pairs, jb_verdicts,
-                         rewards)
-    # An empty answer counts as a refusal; many of them point at a broken model or template, not a safe model.
-    summary["n"]["empty_responses"] = sum(not answer_part(r) for r in [*safety_responses, *jb_responses])
+                         rewards, flags)
+    # Empty answers point at a broken model or template, not at a safe model: they are degenerate, not refusals.
+    summary["n"]["empty_responses"] = sum(f == "empty" for f in [*flags["safety"], *flags["jailbreak"]])
     # Prompts longer than the model's context keep their last tokens (drirl.generation.generate); say how many.
     summary["truncated_prompts"] = int(generation_stats["truncated_prompts"])
     if summary["n"]["empty_responses"]:
-        logger.warning("%d empty responses (counted as refusals)", summary["n"]["empty_responses"])
+        logger.warning("%d empty responses (reported as degenerate, not as refusals)", summary["n"]["empty_responses"])
     if config.lm_eval_tasks and model is not None:
         summary["lm_eval"] = run_lm_eval(model, tokenizer, config.lm_eval_tasks, batch_size=config.batch_size,
                                          limit=config.lm_eval_limit)
     summary["seconds"] = round(time.monotonic() - started, 2)
     records = _records(safety, safety_responses, safety_verdicts, qa, qa_responses, qa_values, jailbreak_pairs,
                        jb_responses, jb_verdicts)
+    for record, flag in zip(records, [*flags["safety"], *flags["qa"], *flags["jailbreak"]], strict=True):
+        record["degenerate"], record["degenerate_reason"] = flag is not None, flag
     for record, reward in zip(records, rewards or [], strict=False):  # the safety records come first
         record["reward"] = reward
     result = EvalResult(summary=summary, records=records)
@@ -469,7 +523,7 @@ def _reward_scores(config: EvalConfig, prompts: list[EvalPrompt], responses: lis
     logger.info("scoring %d test responses with the reward models in %s", len(prompts), config.reward_models)
     # "mean": a category the bundle lacks (an imported set's own labels) gets the mean of every model's score.
     bundle = CategoryRewardModels(config.reward_models, fallback="mean", batch_size=config.batch_size,
-                                  device=config.device, allow_pickle=config.allow_pickle)
+                                  device=config.device, allow_pickle=config.allow_pickle, bf16=resolved_bf16(config))
     scores = bundle.score([as_messages(p.prompt, config.system_prompt) for p in prompts], responses,
                           [p.category for p in prompts])
     return [float(s) if math.isfinite(s) else None for s in scores]
@@ -477,25 +531,38 @@ def _reward_scores(config: EvalConfig, prompts: list[EvalPrompt], responses: lis
 
 def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdicts: list[JudgeVerdict],
                qa: list[dict[str, Any]], qa_values: list[float], jailbreak_pairs: list, jb_verdicts: list,
-               rewards: list[float | None] | None = None) -> dict[str, Any]:
+               rewards: list[float | None] | None = None,
+               flags: dict[str, list[str | None]] | None = None) -> dict[str, Any]:
+    flags = flags or {}
+    degenerate = flags.get("safety") or [None] * len(safety)
+    qa_degenerate = flags.get("qa") or [None] * len(qa)
+    jb_degenerate = flags.get("jailbreak") or [None] * len(jailbreak_pairs)
     harmful_idx = [i for i, p in enumerate(safety) if p.category != BENIGN]
     borderline_idx = [i for i, p in enumerate(safety) if p.category == BENIGN and p.borderline]
     ordinary_idx = [i for i, p in enumerate(safety) if p.category == BENIGN and not p.borderline]
     h_verdicts = [verdicts[i] for i in harmful_idx]
+    h_degenerate = [degenerate[i] for i in harmful_idx]
     h_categories = [safety[i].category for i in harmful_idx]
+    h_refused = _refused(h_verdicts, h_degenerate)
+    # Answered in full or in part (compliance or partial); degenerate responses are neither.
+    h_answered = _complied(h_verdicts, h_degenerate)
 
     summary: dict[str, Any] = {
         "model": config.model,
         "judge": getattr(judge, "name", type(judge).__name__),
         "judge_description": getattr(judge, "description", type(judge).__name__),
     }
-    _put(summary, "harmful_refusal", _refused(h_verdicts), config)
+    _put(summary, "harmful_refusal", h_refused, config)
+    _put(summary, "non_refusal_rate", h_answered, config)
+    # Only a judge that sees content says "harmful"; for the pattern and embedding judges this stays null.
     _put(summary, "harm_rate", _harmful(h_verdicts), config)
-    n_scored = _put(summary, "harm_score", _scores(h_verdicts), config)
-    _put(summary, "benign_compliance", _complied([verdicts[i] for i in borderline_idx]), config)
+    _put(summary, "harm_score", _scores(h_verdicts), config)
+    _put(summary, "benign_compliance", _complied([verdicts[i] for i in borderline_idx],
+                                                 [degenerate[i] for i in borderline_idx]), config)
     summary["borderline_compliance"] = summary["benign_compliance"]
     summary["borderline_compliance_ci"] = summary["benign_compliance_ci"]
-    _put(summary, "ordinary_benign_compliance", _complied([verdicts[i] for i in ordinary_idx]), config)
+    _put(summary, "ordinary_benign_compliance", _complied([verdicts[i] for i in ordinary_idx],
+                                                          [degenerate[i] for i in ordinary_idx]), config)
     _put(summary, "qa_accuracy", qa_values, config)
     if rewards is not None:
         _put(summary, "test_reward", rewards, config)
@@ -504,16 +571,16 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
 
     # Per category: every harm metric for each harmful category, both compliance rates for benign.
     per_cat: dict[str, dict[str, Any]] = {p.category: {} for p in safety}
-    for key, values in (("harmful_refusal", _refused(h_verdicts)), ("harm_rate", _harmful(h_verdicts)),
-                        ("harm_score", _scores(h_verdicts))):
-        if key == "harm_score" and not n_scored:
+    for key, values in (("harmful_refusal", h_refused), ("non_refusal_rate", h_answered),
+                        ("harm_rate", _harmful(h_verdicts)), ("harm_score", _scores(h_verdicts))):
+        if key in ("harm_rate", "harm_score") and all(v is None for v in values):
             continue
         for cat, entry in _by_category(values, h_categories, config).items():
             if entry["n"]:
                 per_cat[cat][key] = entry
     for key, index in (("benign_compliance", borderline_idx), ("ordinary_benign_compliance", ordinary_idx)):
         if index:
-            values = _complied([verdicts[i] for i in index])
+            values = _complied([verdicts[i] for i in index], [degenerate[i] for i in index])
             per_cat[BENIGN][key] = _by_category(values, [BENIGN] * len(values), config)[BENIGN]
     if rewards is not None:
         for cat, entry in _by_category(rewards, [p.category for p in safety], config).items():
@@ -524,7 +591,7 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
     jailbreak_refusal: dict[str, float | None] = {}
     jailbreak_detail: dict[str, dict[str, Any]] = {}
     if jailbreak_pairs:
-        jb_refused = _refused(jb_verdicts)
+        jb_refused = _refused(jb_verdicts, jb_degenerate)
         template_ids = [t.id for _, t in jailbreak_pairs]
         for tid, entry in _by_category(jb_refused, template_ids, config).items():
             style = next(t.style for _, t in jailbreak_pairs if t.id == tid)
@@ -537,6 +604,21 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
         summary["jailbreak_refusal_overall"], summary["jailbreak_refusal_overall_ci"] = None, None
     summary["jailbreak_refusal"] = jailbreak_refusal
     summary["jailbreaks"] = jailbreak_detail
+    # Degenerate responses: their share per prompt set and per category, and the verdicts counted per set.
+    sets = {"harmful": harmful_idx, "borderline": borderline_idx, "benign": ordinary_idx}
+    summary["degenerate"] = {}
+    for name, index in sets.items():
+        summary["degenerate"][name] = _ci_entry(*_share([degenerate[i] for i in index], config))
+    summary["degenerate"]["qa"] = _ci_entry(*_share(qa_degenerate, config))
+    summary["degenerate"]["jailbreak"] = _ci_entry(*_share(jb_degenerate, config))
+    flag_values = [1.0 if d else 0.0 for d in degenerate]
+    for cat, entry in _by_category(flag_values, [p.category for p in safety], config).items():
+        if entry["n"]:
+            per_cat[cat]["degenerate"] = entry
+    summary["labels"] = {name: _label_counts([verdicts[i] for i in index], [degenerate[i] for i in index])
+                         for name, index in sets.items()}
+    if jailbreak_pairs:
+        summary["labels"]["jailbreak"] = _label_counts(jb_verdicts, jb_degenerate)
     summary["per_category"] = per_cat
     summary["qa_per_topic"] = _by_category(qa_values, [item["topic"] for item in qa], config) if qa else {}
     summary["n"] = {
@@ -545,6 +627,7 @@ def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdi
         "unparseable": sum(v.reason == "unparseable" for v in [*verdicts, *jb_verdicts]),
         "rewarded": sum(r is not None for r in rewards) if rewards is not None else 0,
     }
+    summary["bf16"] = resolved_bf16(config)
     summary["bootstrap"] = {"resamples": config.bootstrap_resamples, "confidence": 0.95, "seed": config.seed}
     summary["config"] = config_to_dict(config)
     return summary
