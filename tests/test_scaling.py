@@ -529,3 +529,30 @@ def test_compute_group_scaling_requires_running_means_and_shapes():
         compute_group_scaling(t([[0.0, 1.0]]), t([[0.0]]), t([0.0]), ["a"], ScalingConfig(scaling_mode="none"))
     with pytest.raises(ValueError, match="demo_rewards"):
         compute_group_scaling(t([[0.0]]), t([[0.0]]), t([0.0, 1.0]), ["a"], ScalingConfig(scaling_mode="none"))
+
+
+def test_fast_sentence_split_keeps_abbreviations_initials_and_list_numbers():
+    from drirl.align.scaling import fast_sentence_split
+
+    assert fast_sentence_split("See Dr. Smith, e.g. on Monday. He is fine!") == [
+        "See Dr. Smith, e.g. on Monday.", "He is fine!"]
+    assert fast_sentence_split("Directed by physicist J. Robert Oppenheimer. It ended.") == [
+        "Directed by physicist J. Robert Oppenheimer.", "It ended."]
+    assert fast_sentence_split("1. Mix flour. 2. Add eggs.\n3. Bake for 3.5 hours.") == [
+        "1. Mix flour.", "2. Add eggs.", "3. Bake for 3.5 hours."]
+    # A path inside a code span is not a sentence end (pysbd cuts "./script.sh" after its dot).
+    assert fast_sentence_split("Run it with `./script.sh`. Then check.") == ["Run it with `./script.sh`.", "Then check."]
+    assert fast_sentence_split("Wait... what?! Yes") == ["Wait...", "what?!", "Yes"]
+    assert fast_sentence_split(" \n ") == []
+
+
+def test_sentence_splitter_is_a_validated_scaling_setting():
+    from drirl.align.scaling import fast_sentence_split, sentence_splitter
+    from drirl.align.settings import ScalingConfig
+    from drirl.errors import ConfigError
+
+    assert sentence_splitter("fast") is fast_sentence_split
+    assert sentence_splitter("pysbd")("Dr. Smith gave 3.5 mg. It helped.") == ["Dr. Smith gave 3.5 mg.", "It helped."]
+    assert ScalingConfig().scaling_sentence_splitter == "fast"
+    with pytest.raises(ConfigError, match="scaling_sentence_splitter"):
+        ScalingConfig(scaling_sentence_splitter="nltk")

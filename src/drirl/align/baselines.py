@@ -458,7 +458,8 @@ def dpo_scaling(rows: Sequence[dict[str, Any]], categories: Sequence[str], confi
             from drirl.models import load_text_encoder
 
             text_encoder = load_text_encoder(config.text_encoder)
-        delta = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on).deltas(samples, demos)
+        delta = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on,
+                               config.scaling_sentence_splitter).deltas(samples, demos)
     gaps = torch.zeros(count)
     if config.scaling_mode in ("model", "both"):
         if reward_model is None and not config.reward_models:

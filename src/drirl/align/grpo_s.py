@@ -29,6 +29,7 @@ from drirl.align.scaling import (
     greedy_match_similarity,
     hardness_delta,
     hardness_text,
+    sentence_splitter,
     split_sentences,
 )
 from drirl.errors import ConfigError, DataError
@@ -69,10 +70,11 @@ class HardnessEncoder:
     response and demonstration (:func:`drirl.align.scaling.hardness_text`).
     """
 
-    def __init__(self, encoder: Any, batch_size: int = 64, delta_on: str = "full"):
+    def __init__(self, encoder: Any, batch_size: int = 64, delta_on: str = "full", splitter: str = "fast"):
         self.encoder = encoder
         self.batch_size = batch_size
         self.delta_on = delta_on
+        self.split = sentence_splitter(splitter)
         hardness_text("", delta_on)  # an unknown choice fails here, not at the first step
         self._demo_cache: dict[str, torch.Tensor] = {}
 
@@ -85,11 +87,11 @@ class HardnessEncoder:
     def demo_embeddings(self, demonstration: str) -> torch.Tensor:
         if demonstration not in self._demo_cache:
             self._demo_cache[demonstration] = self._embed(
-                split_sentences(hardness_text(demonstration, self.delta_on)))
+                split_sentences(hardness_text(demonstration, self.delta_on), self.split))
         return self._demo_cache[demonstration]
 
     def deltas(self, responses: list[str], demonstrations: list[str]) -> torch.Tensor:
-        pieces = [split_sentences(hardness_text(r, self.delta_on)) for r in responses]
+        pieces = [split_sentences(hardness_text(r, self.delta_on), self.split) for r in responses]
         flat = [s for p in pieces for s in p]
         embedded = self._embed(flat)
         out, start = [], 0
@@ -123,7 +125,8 @@ class GRPOSTrainer(GRPOTrainer):
                 from drirl.models import load_text_encoder
 
                 text_encoder = load_text_encoder(config.text_encoder, device=str(self.accelerator.device))
-            self._hardness = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on)
+            self._hardness = HardnessEncoder(text_encoder, config.encoder_batch_size, config.scaling_delta_on,
+                                             config.scaling_sentence_splitter)
         if config.compile_generation and getattr(self, "generation_config", None) is not None:
             # TRL builds its GenerationConfig with disable_compile=True; a static cache then runs eagerly.
             self.generation_config.disable_compile = False
