@@ -374,6 +374,14 @@ CASES: list[Case] = [
          lambda c: ["eval", "m", "--jailbreak_templates", c.write("jb.yaml", _utf16("- id: a\n")),
                     "--output", c.path("ev")],
          3, "jb.yaml:1: not valid UTF-8 (byte 0) (UTF-16?", ("ev",)),
+    # ------------------------------------------------------------------------------------------ data split / merge
+    Case("split-share-out-of-range", "data split", "--test 1.5",
+         lambda c: ["data", "split", c.good_data(), "--output", c.path("s.jsonl"), "--test", "1.5"],
+         2, "command line, key 'test': must lie in [0, 1)", ("s.jsonl",)),
+    Case("merge-duplicate-id", "data merge", "the same id in two files",
+         lambda c: ["data", "merge", c.write("a.jsonl", _line() + "\n"), c.write("b.jsonl", _line() + "\n"),
+                    "--output", c.path("m.jsonl")],
+         3, "b.jsonl field 'id': id 'crime-1' is in", ("m.jsonl",)),
     # ------------------------------------------------------------------------------------------ judge
     Case("judge-missing", "judge", "a missing responses file", lambda c: ["judge", c.path("no.jsonl"), "--json"],
          3, "no.jsonl: file not found"),

@@ -541,7 +541,8 @@ def test_fast_sentence_split_keeps_abbreviations_initials_and_list_numbers():
     assert fast_sentence_split("1. Mix flour. 2. Add eggs.\n3. Bake for 3.5 hours.") == [
         "1. Mix flour.", "2. Add eggs.", "3. Bake for 3.5 hours."]
     # A path inside a code span is not a sentence end (pysbd cuts "./script.sh" after its dot).
-    assert fast_sentence_split("Run it with `./script.sh`. Then check.") == ["Run it with `./script.sh`.", "Then check."]
+    assert fast_sentence_split("Run it with `./script.sh`. Then check.") == [
+        "Run it with `./script.sh`.", "Then check."]
     assert fast_sentence_split("Wait... what?! Yes") == ["Wait...", "what?!", "Yes"]
     assert fast_sentence_split(" \n ") == []
 
