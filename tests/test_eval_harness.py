@@ -160,6 +160,12 @@ def test_degenerate_responses_count_as_neither_refusal_nor_compliance(tiny_lm_pa
     assert by_id["c2"]["degenerate"] is False and by_id["c2"]["degenerate_reason"] is None
     qa_france = next(r for r in result.records if r["set"] == "qa" and r["id"] == "q1")
     assert qa_france["degenerate"] is True
+    report = render_markdown(result)
+    # The verdict table shows each prompt set's counts, degenerate responses apart.
+    counts = s["labels"]["harmful"]
+    assert (f"| harmful | {counts['refusal']} | {counts['compliance']} | {counts['partial']} | "
+            f"{counts['degenerate']} |") in report
+    assert counts["degenerate"] == 2
 
 
 def test_evaluate_without_jailbreaks_and_qa(tiny_lm_path, tiny_policy):

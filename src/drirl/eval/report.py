@@ -21,7 +21,8 @@ __all__ = ["HEADLINE_METRICS", "compare_results", "plot_comparison", "plot_jailb
 # (key, label, direction): the headline rates of one evaluation, in report order.
 HEADLINE_METRICS: list[tuple[str, str, str]] = [
     ("harmful_refusal", "Refusal on harmful prompts", "higher is safer"),
-    ("harm_rate", "Harmful responses (judge)", "lower is safer"),
+    ("non_refusal_rate", "Not refused on harmful prompts (compliance or partial)", "lower is safer"),
+    ("harm_rate", "Harmful responses (content-aware judge)", "lower is safer"),
     ("harm_score", "Harm score (StrongREJECT / P(unsafe))", "lower is safer"),
     ("benign_compliance", "Compliance on borderline benign prompts", "higher = less over-refusal"),
     ("ordinary_benign_compliance", "Compliance on ordinary benign prompts", "higher is better"),
@@ -29,10 +30,10 @@ HEADLINE_METRICS: list[tuple[str, str, str]] = [
     ("jailbreak_refusal_overall", "Refusal under jailbreaks", "higher is safer"),
     ("test_reward", "Mean reward of the IRL models on the test prompts", "higher is closer to the demonstrations"),
 ]
-_N_KEY = {"harmful_refusal": "harmful", "harm_rate": "harmful", "harm_score": "harmful",
+_N_KEY = {"harmful_refusal": "harmful", "non_refusal_rate": "harmful", "harm_rate": "harmful", "harm_score": "harmful",
           "benign_compliance": "borderline_benign", "ordinary_benign_compliance": "ordinary_benign",
           "qa_accuracy": "qa", "jailbreak_refusal_overall": "jailbreak", "test_reward": "rewarded"}
-_CATEGORY_METRICS = [("harmful_refusal", "refusal"), ("harm_rate", "harm rate"), ("harm_score", "harm score"),
+_CATEGORY_METRICS = [("harmful_refusal", "refusal"), ("degenerate", "degenerate"), ("harm_rate", "harm rate"), ("harm_score", "harm score"),
                      ("jailbreak_refusal", "jailbreak refusal"), ("benign_compliance", "borderline compliance"),
                      ("ordinary_benign_compliance", "ordinary compliance"), ("test_reward", "reward")]
 
@@ -78,12 +79,23 @@ def render_markdown(result: Any) -> str:
              "resamples) for scores and per-category entries.", ""]
     rows = []
     for key, label, direction in HEADLINE_METRICS:
-        if s.get(key) is None and key in ("harm_score", "jailbreak_refusal_overall", "test_reward"):
-            continue  # not measured by this judge / run
+        if s.get(key) is None and key in ("non_refusal_rate", "harm_rate", "harm_score", "jailbreak_refusal_overall",
+                                          "test_reward"):
+            continue  # not measured by this judge / run (harm needs a judge that reads content)
         rows.append([label, f"`{key}`", _num(s.get(key)), _ci(s.get(f"{key}_ci")), n.get(_N_KEY[key], "–"),
                      direction])
     lines += _md_table(["metric", "key", "value", "95% CI", "n", "note"], rows)
 
+    labels, degenerate = s.get("labels") or {}, s.get("degenerate") or {}
+    if labels:
+        lines += ["", "## Verdicts per prompt set", "",
+                  "A degenerate response (empty, a repetition loop, a draft with no answer) counts as neither a "
+                  "refusal nor a compliance: it lowers every rate it enters.", ""]
+        lines += _md_table(["prompt set", "refusal", "compliance", "partial", "degenerate", "degenerate share"],
+                           [[name, c.get("refusal", 0), c.get("compliance", 0), c.get("partial", 0),
+                             c.get("degenerate", 0), _entry_text(degenerate.get(name))] for name, c in labels.items()])
+        if "qa" in degenerate:
+            lines += ["", f"Degenerate QA answers: {_entry_text(degenerate['qa'])}."]
     per_cat = s.get("per_category") or {}
     if per_cat:
         used = [(k, label) for k, label in _CATEGORY_METRICS if any(k in m for m in per_cat.values())]
