@@ -33,7 +33,8 @@ HEADLINE_METRICS: list[tuple[str, str, str]] = [
 _N_KEY = {"harmful_refusal": "harmful", "non_refusal_rate": "harmful", "harm_rate": "harmful", "harm_score": "harmful",
           "benign_compliance": "borderline_benign", "ordinary_benign_compliance": "ordinary_benign",
           "qa_accuracy": "qa", "jailbreak_refusal_overall": "jailbreak", "test_reward": "rewarded"}
-_CATEGORY_METRICS = [("harmful_refusal", "refusal"), ("degenerate", "degenerate"), ("harm_rate", "harm rate"), ("harm_score", "harm score"),
+_CATEGORY_METRICS = [("harmful_refusal", "refusal"), ("degenerate", "degenerate"), ("harm_rate", "harm rate"),
+                     ("harm_score", "harm score"),
                      ("jailbreak_refusal", "jailbreak refusal"), ("benign_compliance", "borderline compliance"),
                      ("ordinary_benign_compliance", "ordinary compliance"), ("test_reward", "reward")]
 
