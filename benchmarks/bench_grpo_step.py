@@ -81,7 +81,8 @@ def run(model: str, trainer: str, steps: int, *, prompts: int, generations: int,
     grpo_args.disable_tqdm = True
     tokenizer = load_tokenizer(model)
     timer = StepTimer()
-    policy = load_causal_lm(model, tokenizer=tokenizer, dtype=policy_torch_dtype(config.policy_dtype, config.bf16))
+    policy = load_causal_lm(model, tokenizer=tokenizer, dtype=policy_torch_dtype(config.policy_dtype, config.bf16,
+                                                                                config.rollout_backend))
     common = dict(model=policy, reward_funcs=reward_funcs or [LengthReward()], args=grpo_args,
                   train_dataset=build_dataset(load_prompts(config)), processing_class=tokenizer, callbacks=[timer])
     if trainer == "grpo-s":

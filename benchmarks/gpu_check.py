@@ -67,11 +67,11 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:140]}"
 
 
-def policy_dtype_name() -> str:
-    """The dtype drirl loads a policy in here (``policy_dtype: auto``): bf16 on a GPU, fp32 on a CPU."""
+def policy_dtype_name(backend: str) -> str:
+    """The dtype drirl loads a policy in here (``policy_dtype: auto``) for this rollout backend."""
     from drirl.align.trainer import policy_torch_dtype
 
-    return str(policy_torch_dtype("auto", "auto")).removeprefix("torch.")
+    return str(policy_torch_dtype("auto", "auto", backend)).removeprefix("torch.")
 
 
 def verdict(value: float, target: float) -> str:
@@ -129,7 +129,7 @@ def section_step(args: argparse.Namespace, backends: list[str], checks: list[Che
     """Time TRL and GRPO-S on the first backend that trains; returns that backend."""
     bench = _load("bench_grpo_step")
     shape = dict(prompts=args.prompts, generations=args.generations, max_new_tokens=args.max_new_tokens)
-    workdir = Path(tempfile.mkdtemp(prefix="gpu-check-step-"))
+    workdir = Path(tempfile.mkdtemp(prefix="step-", dir=args.work))
     for backend in backends:
         try:
             times = bench.compare(args.model, trainers=("trl", "grpo-s"), steps=args.steps, rounds=1,
@@ -140,7 +140,7 @@ def section_step(args: argparse.Namespace, backends: list[str], checks: list[Che
             continue
         trl, ours = statistics.median(times["trl"]), statistics.median(times["grpo-s"])
         details["step"] = {"backend": backend, "times": times}
-        policy = f"{policy_dtype_name()} policy, {backend}"
+        policy = f"{policy_dtype_name(backend)} policy, {backend}"
         checks.append(Check("step", f"TRL GRPOTrainer, {policy} (s/step)", f"{trl:.3f}"))
         gpu = GPUMemory().cuda  # the seconds target is an H100's: a CPU's figure is only printed
         checks.append(Check("step", f"GRPO-S, {policy} (s/step)", f"{ours:.3f}", f"≤ {STEP_TARGET_SECONDS} (H100)",
@@ -155,7 +155,7 @@ def section_trl_defaults(args: argparse.Namespace, checks: list[Check], details:
     bench = _load("bench_grpo_step")
     times = bench.compare(args.model, trainers=("trl-defaults",), steps=args.steps, rounds=1,
                           prompts=args.prompts, generations=args.generations, max_new_tokens=args.max_new_tokens,
-                          text_encoder=args.text_encoder, workdir=Path(tempfile.mkdtemp(prefix="gpu-check-trl-")))
+                          text_encoder=args.text_encoder, workdir=Path(tempfile.mkdtemp(prefix="trl-", dir=args.work)))
     details["trl_defaults"] = times
     checks.append(Check("step", "TRL GRPOTrainer as a user gets it (s/step)",
                         f"{statistics.median(times['trl-defaults']):.3f}"))
@@ -164,7 +164,7 @@ def section_trl_defaults(args: argparse.Namespace, checks: list[Check], details:
 def section_align(args: argparse.Namespace, backend: str, checks: list[Check], details: dict[str, Any]) -> None:
     from drirl.cli import main as drirl
 
-    work = Path(tempfile.mkdtemp(prefix="gpu-check-align-"))
+    work = Path(tempfile.mkdtemp(prefix="align-", dir=args.work))
     bundle = work / "rm"
     started = time.perf_counter()
     code = drirl(["--log-level", "WARNING", "reward", "train", "--output", str(bundle), "--policy", args.model,
@@ -222,6 +222,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # Every model, bundle and checkpoint the check writes lives under one temporary folder, removed at the end.
+    with tempfile.TemporaryDirectory(prefix="drirl-gpu-check-") as work:
+        args.work = work
+        return _check(args, argv)
+
+
+def _check(args: argparse.Namespace, argv: list[str] | None) -> int:
     import torch
 
     started = time.perf_counter()
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO / "tests"))
         from tiny_models import build_causal_lm
 
-        args.model = str(build_causal_lm(Path(tempfile.mkdtemp(prefix="gpu-check-tiny-")) / "policy"))
+        args.model = str(build_causal_lm(Path(args.work) / "tiny-policy"))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no GPU)"
     import transformers
     import trl

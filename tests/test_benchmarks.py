@@ -201,6 +201,9 @@ def test_policy_dtype_is_float32_on_a_cpu_and_follows_an_explicit_setting(monkey
     monkeypatch.setattr(training, "has_cuda", lambda: False)
     assert policy_torch_dtype("auto", "true") is torch.float32  # bf16 runs under autocast on a CPU
     assert policy_torch_dtype("bfloat16", "false") is torch.bfloat16
+    # A static KV cache takes the weights' dtype: under bf16 the weights must be bf16 too, on a CPU as well.
+    assert policy_torch_dtype("auto", "true", "static") is torch.bfloat16
+    assert policy_torch_dtype("auto", "false", "static") is torch.float32
     monkeypatch.setattr(training, "has_cuda", lambda: True)
     assert policy_torch_dtype("auto", "true") is torch.bfloat16
     assert policy_torch_dtype("auto", "false") is torch.float32

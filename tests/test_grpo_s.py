@@ -220,3 +220,21 @@ def test_group_of_eight_two_prompts_per_step_trains(tiny_lm_path, tmp_path, monk
     assert len(masked) == 1 and 0.0 <= masked[0] <= 1.0
     rates = json.loads((tmp_path / "run" / "alignment.json").read_text())["scaling_rates"]
     assert rates["fraction_masked"] == pytest.approx(masked[0], abs=1e-4)
+
+
+def test_static_cache_rollouts_train_under_bf16(tiny_lm_path, tmp_path):
+    """rollout_backend static with bf16 on: the policy is loaded in bf16 so the static KV cache and the autocast
+    compute share a dtype (float32 weights fail in the cache update, on a GPU and on a CPU with native bf16)."""
+    import torch
+
+    from drirl.align.trainer import AlignConfig, run_align
+
+    config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=1, num_generations=2,
+                         per_device_train_batch_size=4, max_completion_length=6, rollout_backend="static",
+                         scaling_mode="none", bf16="true", save_steps=100)
+    final = run_align(config, reward_funcs=[LengthReward()], examples=_examples())
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1]
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(final).dtype == torch.bfloat16  # trained and saved in the compute dtype

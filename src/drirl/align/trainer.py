@@ -224,11 +224,13 @@ def rollout_arguments(backend: str) -> dict[str, Any]:
                       key="rollout_backend")
 
 
-def policy_torch_dtype(setting: str, bf16: bool | str) -> Any:
-    """The dtype to load the policy in: ``auto`` is bfloat16 on CUDA when bf16 resolves on, else float32.
+def policy_torch_dtype(setting: str, bf16: bool | str, rollout_backend: str = "dynamic") -> Any:
+    """The dtype to load the policy in. ``auto``: bfloat16 when bf16 resolves on and either the device is a GPU or
+    the rollouts use a static KV cache; float32 otherwise.
 
-    On a CPU the weights stay float32 and bf16 (where native) runs under autocast; on a GPU, weights in the compute
-    dtype let a static KV cache (which takes the weights' dtype) take bf16 keys and values.
+    A static cache takes the weights' dtype while bf16 autocast computes keys and values in bfloat16, so float32
+    weights under bf16 fail in the cache update (on a GPU and on a CPU with native bf16 alike). With a dynamic cache
+    a CPU keeps float32 weights and runs bf16 under autocast, where that is native; LoRA adapters stay float32.
     """
     import torch
 
@@ -240,7 +242,8 @@ def policy_torch_dtype(setting: str, bf16: bool | str) -> Any:
         return torch.bfloat16
     if setting != "auto":
         raise ConfigError(f"must be auto, float32 or bfloat16, got {setting!r}", key="policy_dtype")
-    return torch.bfloat16 if has_cuda() and resolve_bf16(bf16) else torch.float32
+    static_cache = rollout_backend in ("static", "static+compile")
+    return torch.bfloat16 if resolve_bf16(bf16) and (has_cuda() or static_cache) else torch.float32
 
 
 def build_grpo_config(config: AlignConfig, output_dir: str):
@@ -326,7 +329,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     tokenizer = load_tokenizer(config.policy, trust_remote_code=config.trust_remote_code)
     model = load_causal_lm(config.policy, trust_remote_code=config.trust_remote_code,
                            allow_pickle=config.allow_pickle, tokenizer=tokenizer,
-                           dtype=policy_torch_dtype(config.policy_dtype, config.bf16))
+                           dtype=policy_torch_dtype(config.policy_dtype, config.bf16, config.rollout_backend))
     args = build_grpo_config(config, str(checkpoints))
     peft_config = None
     if config.use_lora:
