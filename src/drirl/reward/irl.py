@@ -578,6 +578,7 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
 def _fit_once(pairs: list[dict[str, Any]], config: RewardTrainConfig, tokenizer: Any, target: Path, work: Path,
               round_index: int, name: str, **kwargs: Any) -> dict[str, Any]:
     """Fit one model unless a resumed run already finished it; its metrics are kept beside the work folder."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # fit_reward_model's defaults otherwise
     metrics_file = work / "metrics" / f"round{round_index + 1}-{name}.json"
     if _is_model_folder(target) and metrics_file.is_file():
         logger.info("round %d, %s: already trained, skipping", round_index + 1, name)
