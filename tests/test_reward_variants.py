@@ -216,3 +216,26 @@ def test_best_of_n_gate_picks_the_highest_reward(tmp_path, tiny_lm_path, monkeyp
         assert row["response"] == max(options, key=len)
         assert row["reward"] == float(len(row["response"]))
         assert isinstance(row["greedy"], str)
+
+
+def test_overrefusal_pairs_keep_only_the_warm_starts_refusals(tiny_lm_path, monkeypatch):
+    from drirl.models import load_tokenizer
+    from drirl.reward import irl
+
+    rows = [Example(id="benign-v1", prompt="How do I kill a process?", category="benign",
+                    demonstration="Run `kill PID`. It stops the process.", split="validation"),
+            Example(id="benign-v2", prompt="Why is the sky blue?", category="benign",
+                    demonstration="Sunlight scatters off air. Blue scatters most.", split="validation")]
+    monkeypatch.setattr(irl, "sample_negatives", lambda reference, examples, settings, **_: {
+        "benign-v1": ["I can't help with killing anything.", "Use kill."], "benign-v2": ["It is blue because."]})
+    config = irl.RewardTrainConfig(output="x", negatives="controlled", extra_negative_policy="sft",
+                                   overrefusal_split="validation", negatives_per_prompt=2)
+    pairs = irl._overrefusal_pairs(config, rows, config.generation_settings(),
+                                   load_tokenizer(str(tiny_lm_path)))
+    assert [(p["id"], p["rejected"]) for p in pairs] == [("benign-v1/overrefusal0",
+                                                         "I can't help with killing anything.")]
+    with pytest.raises(ValueError, match="other than train and test"):
+        irl.RewardTrainConfig(output="x", negatives="controlled", extra_negative_policy="sft",
+                              overrefusal_split="test")
+    with pytest.raises(ValueError, match="needs negatives: controlled and an extra_negative_policy"):
+        irl.RewardTrainConfig(output="x", overrefusal_split="validation")

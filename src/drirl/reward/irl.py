@@ -94,6 +94,10 @@ class RewardTrainConfig:
         "negatives: controlled: written refusals per benign prompt, each from another harmful category's phrasing."))
     relevance_negatives: int = field(default=1, metadata=help_field(
         "negatives: controlled: other demonstrations of the same category per prompt, as negatives."))
+    overrefusal_split: str | None = field(default=None, metadata=help_field(
+        "negatives: controlled, with extra_negative_policy (the warm start): also sample it on the benign prompts "
+        "of this split (e.g. 'validation': prompts it was not trained on, where it over-refuses more) and add each "
+        "refusal, against that prompt's demonstration, to the benign model's pairs. Never 'test'."))
     init_from_pooled: bool = field(default=False, metadata=help_field(
         "Fit one pooled model on all categories' pairs first and start each category's model from it (kept in "
         "the bundle as 'all'); needs per_category."))
@@ -174,6 +178,12 @@ class RewardTrainConfig:
         for name in ("refusals_per_prompt", "relevance_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.overrefusal_split is not None:
+            if self.overrefusal_split in ("test", "train"):
+                raise ValueError(f"overrefusal_split must name a split other than train and test, got "
+                                 f"{self.overrefusal_split!r}")
+            if self.negatives != "controlled" or not self.extra_negative_policy:
+                raise ValueError("overrefusal_split needs negatives: controlled and an extra_negative_policy")
         if self.init_from_pooled and not self.per_category:
             raise ValueError("init_from_pooled needs per_category: true (a single model is the pooled model)")
         if self.pooled_epochs is not None and self.pooled_epochs <= 0:
@@ -241,6 +251,19 @@ def load_training_examples(config: RewardTrainConfig) -> dict[str, list[Any]]:
         if config.max_prompts_per_category and len(items) > config.max_prompts_per_category:
             grouped[category] = sorted(rng.sample(items, config.max_prompts_per_category), key=lambda e: e.id)
     return dict(sorted(grouped.items()))
+
+
+def load_overrefusal_examples(config: RewardTrainConfig) -> list[Any]:
+    """Benign examples with a demonstration from ``config.overrefusal_split`` (never the test split)."""
+    from drirl.data.schema import load_bundled, load_taxonomy, read_examples
+
+    if not config.overrefusal_split:
+        return []
+    taxonomy = load_taxonomy(config.taxonomy) if config.taxonomy else None
+    examples = (read_examples(config.data, taxonomy=taxonomy, skip_invalid=True) if config.data
+                else load_bundled())
+    return sorted((e for e in examples if e.split == config.overrefusal_split and e.category == "benign"
+                   and e.demonstration), key=lambda e: e.id)
 
 
 def build_pairs(examples: list[Any], positives: dict[str, list[str]] | None,
@@ -485,6 +508,24 @@ def _controlled_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list
     return result
 
 
+def _overrefusal_pairs(config: RewardTrainConfig, examples: list[Any], settings: GenerationSettings,
+                       tokenizer: Any) -> list[dict[str, Any]]:
+    """The warm start's refusals on benign prompts it was not trained on, each against the prompt's demonstration."""
+    from drirl.reward.decision import controlled_pairs, default_refusal_judge
+
+    samples = sample_negatives(str(config.extra_negative_policy), examples, settings,
+                               cache_root=config.negatives_cache, system_prompt=config.system_prompt)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    pairs = controlled_pairs(examples, samples, sources={}, refusals_per_prompt=0, relevance_negatives=0,
+                             is_refusal=default_refusal_judge(), count=count, seed=config.seed)
+    logger.info("over-refusal split %r: %d refusal(s) of %s on %d benign prompts", config.overrefusal_split,
+                len(pairs), config.extra_negative_policy, len(examples))
+    return pairs
+
+
 def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImprover | None = None,
                         align_settings: Any = None) -> Path:
     """Train the bundle; resumable (finished models in ``<output>.partial`` are kept). Returns its path.
@@ -515,6 +556,10 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
                 len(all_examples))
 
     positive_policy = _sft_policy(config, grouped, work) if config.variant in ("sft-demo", "init-sft") else None
+    overrefusal_examples = load_overrefusal_examples(config)
+    if config.overrefusal_split and not overrefusal_examples:
+        logger.warning("overrefusal_split %r: no benign examples with a demonstration in that split",
+                       config.overrefusal_split)
     policy = config.policy
     metrics: dict[str, Any] = {}
     groups = grouped if config.per_category else {SINGLE_MODEL: all_examples}
@@ -534,6 +579,11 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
                                          system_prompt=config.system_prompt)
         if config.negatives == "controlled":
             pairs_by_model = _controlled_pairs_by_model(config, groups, negatives, all_examples, tokenizer)
+            if overrefusal_examples:
+                benign_model = "benign" if config.per_category else SINGLE_MODEL
+                if benign_model in pairs_by_model:
+                    pairs_by_model[benign_model] = pairs_by_model[benign_model] + _overrefusal_pairs(
+                        config, overrefusal_examples, settings, tokenizer)
         else:
             pairs_by_model = {name: build_pairs(items, positives, negatives) for name, items in groups.items()}
         data_hash = sha256_json(pairs_by_model)[:16]
