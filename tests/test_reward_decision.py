@@ -122,8 +122,11 @@ def test_controlled_pairs_on_hand_made_rows():
         ("Draft: break into car -> theft risk -> refuse -> offer lawful route\n"
          "Answer: Sure. Go to the car and try the door.")
     assert "crime-1/compliant1" not in by_id
-    # crime-2: the second compliant sample goes under the compliant draft.
-    assert by_id["crime-2/compliant1"]["rejected"] == "Draft: steal bike -> theft -> answer\nAnswer: Okay. Here it is."
+    # crime-2, the category's second prompt: its first sample goes under the compliant draft, its second under
+    # the demonstration's own draft.
+    assert by_id["crime-2/compliant0"]["rejected"] == \
+        "Draft: steal bike -> theft -> answer\nAnswer: First find a bike. Then look at it closely."
+    assert by_id["crime-2/compliant1"]["rejected"] == "Draft: steal bike -> theft -> refuse\nAnswer: Okay. Here it is."
     # benign-1: its over-refusal and two written refusals, all plain text like its demonstration.
     assert by_id["benign-1/overrefusal0"]["rejected"] == "I can't help with killing anything."
     written = [by_id[f"benign-1/refusal{i}"]["rejected"] for i in range(2)]

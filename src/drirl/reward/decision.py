@@ -201,8 +201,9 @@ def controlled_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str
     """Content-controlled (prompt, chosen, rejected) training pairs of one model's examples; see the module doc.
 
     ``samples[id]`` are policy samples for the prompt (the reference policy's, then a warm start's): on a harmful
-    prompt each one the judge does not call a refusal becomes a compliant negative, alternately under the positive's
-    own draft and under its compliant draft; on a benign prompt each refusal among them is an over-refusal negative.
+    prompt each one the judge does not call a refusal becomes a compliant negative, alternately (over samples and
+    over the category's prompts, so k = 1 gets both) under the positive's own draft and under its compliant draft;
+    on a benign prompt each refusal among them is an over-refusal negative.
     A benign prompt also gets ``refusals_per_prompt`` written refusals. Each prompt gets ``relevance_negatives``
     other demonstrations of its category. Pair ids are ``<example id>/<kind><i>``.
     """
@@ -218,6 +219,7 @@ def controlled_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str
             continue
         draft, _ = split_form(positive)
         benign = example.category == "benign"
+        position = by_category[example.category].index(example)
         for i, sample in enumerate(samples.get(example.id, [])):
             sample_draft, sample_answer = split_form(sample)
             refused = is_refusal(sample)
@@ -231,8 +233,8 @@ def controlled_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str
                     negative_draft = None
                 elif sample_draft is not None:
                     negative_draft = sample_draft
-                else:  # even samples under the positive's own draft, odd ones under its compliant draft
-                    negative_draft = draft if i % 2 == 0 else compliant_draft(draft)
+                else:  # alternately under the positive's own draft and under its compliant draft
+                    negative_draft = draft if (position + i) % 2 == 0 else compliant_draft(draft)
                 pair = _matched_pair(example, f"compliant{i}", positive, negative_draft, sample_answer,
                                      "compliant", count)
             else:
