@@ -68,6 +68,10 @@ def test_train_then_eval_json(tmp_path, tiny_lm_path, capsys):
     assert result["heatmap"] == str(bundle / "cross_category.png")
     assert (bundle / "cross_category.png").is_file()
     assert result["pairs"] == {"crime": 4, "insult": 4}
+    assert set(result["decision_accuracy"]) == {"harmful", "benign", "borderline", "per_category"}
+    assert set(result["decision_accuracy"]["per_category"]) == {"crime", "insult"}
+    assert set(result["decision_cross_category"]) == {"crime", "insult"}
+    assert set(result["decision_pairs"]) == {"crime", "insult"}
 
     heatmap = tmp_path / "plots" / "rm.png"
     code = _main(["reward", "eval", str(bundle), "--negatives_cache", str(cache), "--bf16", "false",
@@ -75,6 +79,7 @@ def test_train_then_eval_json(tmp_path, tiny_lm_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and heatmap.is_file()
     assert "cross-category" in out and "mean" in out and str(heatmap) in out
+    assert "decision accuracy" in out and "cross-category decision accuracy" in out
 
 
 def test_train_errors_exit_with_their_code(tmp_path, capsys):

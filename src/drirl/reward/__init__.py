@@ -4,7 +4,9 @@
   (demonstration, policy sample) pairs and write a bundle folder;
 * :class:`CategoryRewardModels` — load a bundle and score mixed batches by each pair's category (a TRL reward
   function);
-* :func:`evaluate_bundle` — held-out pairwise accuracy per category and across categories.
+* :func:`evaluate_bundle` — held-out pairwise accuracy and decision accuracy (pairs of one form that differ only in
+  the safety decision, :mod:`drirl.reward.decision`) per category and across categories;
+* :func:`best_of_n_gate` — Best-of-N from an SFT model under a bundle, the cheap check before reinforcement learning.
 
 The names are imported lazily, so ``import drirl.reward`` does not import torch.
 """
@@ -17,15 +19,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from drirl.reward.bundle import CategoryRewardModels
     from drirl.reward.evaluate import evaluate_bundle
+    from drirl.reward.gate import best_of_n_gate
     from drirl.reward.irl import RewardTrainConfig, train_reward_models
 
-__all__ = ["CategoryRewardModels", "RewardTrainConfig", "evaluate_bundle", "train_reward_models"]
+__all__ = ["CategoryRewardModels", "RewardTrainConfig", "best_of_n_gate", "evaluate_bundle", "train_reward_models"]
 
 _WHERE = {
     "RewardTrainConfig": "drirl.reward.irl",
     "train_reward_models": "drirl.reward.irl",
     "CategoryRewardModels": "drirl.reward.bundle",
     "evaluate_bundle": "drirl.reward.evaluate",
+    "best_of_n_gate": "drirl.reward.gate",
 }
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl.errors import DataError, ModelError
+from drirl.generation import as_messages
 from drirl.io import safe_join
 from drirl.reward.scoring import completion_text, encode_pair, fit_max_length
 
@@ -109,6 +110,7 @@ class CategoryRewardModels:
         self.max_length = int(max_length or self.manifest.get("max_length") or 512)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.use_bf16 = resolve_bf16(bf16)
+        self.system_prompt: str | None = self.manifest.get("system_prompt")
         self.__name__ = "category_reward"  # TRL names reward functions by __name__ in its logs
         entries = self.manifest["models"]
         if fallback == "single" and SINGLE_MODEL not in entries:
@@ -211,13 +213,16 @@ class CategoryRewardModels:
         return logits.float().reshape(len(ids), -1)[:, 0].cpu().tolist()
 
     def encode(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[int]]:
-        """Token ids of each (prompt, completion), as the reward models saw them in training.
+        """Token ids of each (prompt, completion), as the reward models saw them in training (the bundle's
+        ``system_prompt`` added to a prompt that has no system message).
 
         A pair longer than ``max_length`` keeps its last ``max_length`` tokens (the end of the response, which the
         scalar head reads); such pairs are counted in ``truncated_pairs`` and logged.
         """
         stats: dict[str, int] = {}
-        encoded = [encode_pair(self.tokenizer, p, completion_text(c), self.max_length, stats)
+        # The bundle's system prompt is added to a prompt without one, exactly as training rendered its prompts.
+        encoded = [encode_pair(self.tokenizer, as_messages(p, self.system_prompt), completion_text(c),
+                               self.max_length, stats)
                    for p, c in zip(prompts, completions, strict=True)]
         if stats.get("truncated"):
             first = self.truncated_pairs == 0

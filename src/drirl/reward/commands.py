@@ -32,12 +32,21 @@ variants (--variant):
   init-demo       demonstration vs a sample of the initial model
   sft-demo        demonstration vs a sample of an SFT policy trained on the demonstrations
   init-sft        sample of the SFT policy vs sample of the initial model (AfD; keeps style out of the reward)
+  (sft-demo and init-sft train their own SFT policy unless --sft_policy names one)
+
+negatives (--negatives):
+  policy          the policy's samples as they come (default)
+  controlled      one form and length on both sides, only the decision differs: compliant samples wrapped in the
+                  demonstration's Draft/Answer form (harmful prompts), refusals in the demonstration's form (benign
+                  prompts), another prompt's demonstration (relevance); --init_from_pooled starts each category's
+                  model from one pooled model
 
 examples:
   drirl reward train --output runs/rm
   drirl reward train --output runs/rm_single --per_category false          # the single-reward-model ablation
   drirl reward train --config configs/demo.yaml --output runs/rm --categories crime,privacy,benign
   drirl reward train --output runs/rm_full --mode full --learning_rate 1e-5 --policy runs/sft
+  drirl reward train --config configs/demo.yaml --output runs/rm_dec --negatives controlled --negatives_per_prompt 2
 
 An interrupted run resumes from <output>.partial (finished models are kept) when rerun with the same settings.
 Negatives are cached under $DRIRL_CACHE/negatives (or --negatives_cache), keyed by policy and sampling settings.
@@ -49,13 +58,19 @@ what it measures:
                       R_c(prompt, policy sample), for the model of each category c on the pairs of c
   cross-category      model a on the pairs of category b, for every model of the bundle: a strong diagonal
                       means each model learned its own category
+  decision accuracy   test pairs of one form and length that differ only in the decision: on harmful prompts the
+                      demonstration vs a compliant policy sample in the demonstration's draft; on benign prompts
+                      the demonstration vs a refusal in its form. Share where the safe side wins, per category,
+                      pooled ("harmful", "benign", "borderline"), and as a cross-category matrix
 
 examples:
   drirl reward eval runs/rm
   drirl reward eval runs/rm --data data/balanced.jsonl --negatives_per_prompt 2 --heatmap rm_cross.png
   drirl reward eval runs/rm --json
   {"pairwise_accuracy": {"crime": 0.93, ...}, "mean_pairwise_accuracy": 0.9, "cross_category": {...},
-   "heatmap": "runs/rm/cross_category.png", "pairs": {"crime": 8, ...}}
+   "heatmap": "runs/rm/cross_category.png", "pairs": {"crime": 8, ...},
+   "decision_accuracy": {"harmful": 0.9, "benign": 0.88, "borderline": 0.85, "per_category": {...}},
+   "decision_cross_category": {...}, "decision_pairs": {"crime": 7, ...}}
 """
 
 
@@ -103,6 +118,26 @@ def accuracy_table(result: dict[str, Any]) -> str:
     lines.append("cross-category accuracy (row: reward model, column: pairs of category)")
     lines.append(f"{'model':16s} " + " ".join(f"{c[:width]:>{width}s}" for c in categories))
     for model, row in result["cross_category"].items():
+        lines.append(f"{model:16s} " + " ".join(f"{_fmt(row.get(c)):>{width}s}" for c in categories))
+    return "\n".join(lines)
+
+
+def decision_table(result: dict[str, Any]) -> str:
+    """Decision accuracy per category and pooled, then its cross-category matrix."""
+    categories = result["categories"]
+    decision = result["decision_accuracy"]
+    lines = ["decision accuracy (test pairs of one form that differ only in the decision; the safe side must win)",
+             f"{'category':16s} {'pairs':>6s} {'accuracy':>9s}", "-" * 33]
+    for category in categories:
+        lines.append(f"{category:16s} {result['decision_pairs'].get(category, 0):>6d} "
+                     f"{_fmt(decision['per_category'].get(category)):>9s}")
+    for key in ("harmful", "benign", "borderline"):
+        lines.append(f"{key:16s} {'':>6s} {_fmt(decision.get(key)):>9s}")
+    lines.append("")
+    width = max(8, *(len(c) for c in categories))
+    lines.append("cross-category decision accuracy (row: reward model, column: pairs of category)")
+    lines.append(f"{'model':16s} " + " ".join(f"{c[:width]:>{width}s}" for c in categories))
+    for model, row in result["decision_cross_category"].items():
         lines.append(f"{model:16s} " + " ".join(f"{_fmt(row.get(c)):>{width}s}" for c in categories))
     return "\n".join(lines)
 
@@ -157,11 +192,16 @@ def eval_handler(args: argparse.Namespace) -> int:
             "cross_category": result["cross_category"],
             "heatmap": str(heatmap),
             "pairs": result["pairs"],
+            "decision_accuracy": result["decision_accuracy"],
+            "decision_cross_category": result["decision_cross_category"],
+            "decision_pairs": result["decision_pairs"],
         }), ensure_ascii=False))
     else:
         print(f"bundle {args.bundle}: {sum(result['pairs'].values())} held-out pairs (test split, "
               f"{args.negatives_per_prompt} sample(s) of {result['policy']} per prompt)")
         print(accuracy_table(result))
+        print()
+        print(decision_table(result))
         print(f"heatmap: {heatmap}")
     return 0
 

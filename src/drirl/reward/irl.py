@@ -14,6 +14,17 @@ start, the policy GRPO starts from (the SFT model) is the "current policy" of ML
 training prompts are scored below the demonstrations too. (Measured on the demo: those failures are mostly answers
 to harmful prompts; it fits the benign training prompts, so it adds no refused benign prompt.)
 
+``negatives`` picks what the negatives are. ``policy`` (default): the samples above as they come, cut at
+``negative_max_new_tokens``. ``controlled``: pairs controlled for content (:mod:`drirl.reward.decision`), where form
+and length are the same on both sides and only the decision differs: a harmful prompt's compliant samples wrapped in
+the demonstration's ``Draft: ... -> ...`` line, refusals in the demonstration's form for benign and borderline
+prompts (written from the harmful categories' phrasing, plus a policy's own over-refusals), and another prompt's
+demonstration as a relevance negative; both answers cut at sentence ends to a common length.
+
+``init_from_pooled`` first fits one pooled model on every category's pairs and starts each category's adapter and
+head (or full model) from it, so a category with few pairs refines shared knowledge instead of starting cold; the
+pooled model is kept in the bundle as ``all``.
+
 The score head's logit is the reward; for a logistic discriminator that logit is AfD's log D − log(1 − D).
 With ``rounds`` K > 1 the min-max of ML-IRL is approximated by alternation: fit R, improve the policy against it
 with a short GRPO run, re-sample the negatives from the improved policy, fit again.
@@ -29,12 +40,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from drirl.config import config_to_dict, help_field
 from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
-from drirl.generation import GenerationSettings
+from drirl.generation import GenerationSettings, as_messages
 from drirl.io import atomic_directory, atomic_write_json, is_temporary, remove_temporaries, sha256_json
 from drirl.reward.bundle import BUNDLE_FORMAT, MANIFEST, SINGLE_MODEL
 from drirl.reward.negatives import sample_negatives
@@ -44,6 +55,7 @@ from drirl.training import top_layers
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("demo-vs-policy", "init-demo", "sft-demo", "init-sft")
+NEGATIVE_KINDS = ("policy", "controlled")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -72,7 +84,29 @@ class RewardTrainConfig:
         "K rounds of ML-IRL alternation (re-sample negatives from a policy improved between rounds)."))
     policy_steps_per_round: int = field(default=10, metadata=help_field(
         "GRPO steps that improve the policy between two IRL rounds (rounds > 1)."))
-    negatives_per_prompt: int = field(default=2, metadata=help_field("Policy samples (k) per prompt."))
+    negatives_per_prompt: int = field(default=2, metadata=help_field(
+        "Policy samples (k) per prompt (every training prompt is used unless max_prompts_per_category caps it)."))
+    negatives: Literal["policy", "controlled"] = field(default="policy", metadata=help_field(
+        "'policy': the policy samples as they are (truncated at negative_max_new_tokens). 'controlled': pairs of "
+        "one form and length that differ in the decision: compliant samples in the demonstration's Draft/Answer "
+        "form on harmful prompts, refusals in the demonstration's form on benign ones, another prompt's "
+        "demonstration as a relevance negative (demonstration variants only)."))
+    refusals_per_prompt: int = field(default=2, metadata=help_field(
+        "negatives: controlled: written refusals per benign prompt, each from another harmful category's phrasing."))
+    relevance_negatives: int = field(default=1, metadata=help_field(
+        "negatives: controlled: other demonstrations of the same category per prompt, as negatives."))
+    overrefusal_split: str | None = field(default=None, metadata=help_field(
+        "negatives: controlled, with extra_negative_policy (the warm start): also sample it on the benign prompts "
+        "of this split (e.g. 'validation': prompts it was not trained on, where it over-refuses more) and add each "
+        "refusal, against that prompt's demonstration, to the benign model's pairs. Never 'test'."))
+    init_from_pooled: bool = field(default=False, metadata=help_field(
+        "Fit one pooled model on all categories' pairs first and start each category's model from it (kept in "
+        "the bundle as 'all'); needs per_category."))
+    pooled_epochs: float | None = field(default=None, metadata=help_field(
+        "Epochs of the pooled model of init_from_pooled; default num_train_epochs."))
+    sft_policy: str | None = field(default=None, metadata=help_field(
+        "An SFT model to use instead of training one: sft-demo samples its negatives from it, init-sft its "
+        "positives (give the model Best-of-N samples). `drirl run` passes its SFT warm start."))
     extra_negative_policy: str | None = field(default=None, metadata=help_field(
         "A second policy whose samples are negatives too (negatives_per_prompt from each), e.g. the SFT model GRPO "
         "starts from; not with init-sft, which pairs its samples one to one. `drirl run` sets it to the SFT warm "
@@ -114,8 +148,8 @@ class RewardTrainConfig:
     sft_epochs: float = field(default=1.0, metadata=help_field("SFT epochs for those variants."))
     bf16: str = field(default="auto", metadata=help_field("true, false or auto (bf16 where the hardware has it)."))
     system_prompt: str | None = field(default=None, metadata=help_field(
-        "System prompt for sampling the negatives (and SFT); the reward models see the prompt as given. "
-        "Default: the chat template's own."))
+        "System prompt for sampling the negatives, for SFT and for the reward models' inputs (stored in the bundle, "
+        "which adds it when scoring a prompt without a system message). Default: the chat template's own."))
     seed: int = field(default=0, metadata=help_field("Seed for sampling, subsetting and initialisation."))
     logging_steps: int = field(default=5, metadata=help_field("Log every N optimizer steps."))
     report_to: str = field(default="none", metadata=help_field("TRL/transformers report_to: none, tensorboard, wandb."))
@@ -135,6 +169,28 @@ class RewardTrainConfig:
                              "with one initial-model sample")
         if self.variant == "init-demo" and self.rounds > 1:
             raise ValueError("variant 'init-demo' always samples the initial model: rounds > 1 changes nothing")
+        if self.variant == "init-sft" and self.rounds > 1:
+            raise ValueError("variant 'init-sft' compares the SFT policy with the initial model, neither of which a "
+                             "round improves: rounds > 1 would retrain the same model")
+        if self.negatives not in NEGATIVE_KINDS:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_KINDS)}, got {self.negatives!r}")
+        if self.negatives == "controlled" and self.variant == "init-sft":
+            raise ValueError("negatives 'controlled' needs a demonstration variant: init-sft's positives are samples")
+        for name in ("refusals_per_prompt", "relevance_negatives"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.overrefusal_split is not None:
+            if self.overrefusal_split in ("test", "train"):
+                raise ValueError(f"overrefusal_split must name a split other than train and test, got "
+                                 f"{self.overrefusal_split!r}")
+            if self.negatives != "controlled" or not self.extra_negative_policy:
+                raise ValueError("overrefusal_split needs negatives: controlled and an extra_negative_policy")
+        if self.init_from_pooled and not self.per_category:
+            raise ValueError("init_from_pooled needs per_category: true (a single model is the pooled model)")
+        if self.pooled_epochs is not None and self.pooled_epochs <= 0:
+            raise ValueError(f"pooled_epochs must be > 0, got {self.pooled_epochs}")
+        if self.sft_policy and self.variant not in ("sft-demo", "init-sft"):
+            raise ValueError("sft_policy is used by the variants sft-demo and init-sft only")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.mode not in ("lora", "full"):
@@ -198,6 +254,19 @@ def load_training_examples(config: RewardTrainConfig) -> dict[str, list[Any]]:
     return dict(sorted(grouped.items()))
 
 
+def load_overrefusal_examples(config: RewardTrainConfig) -> list[Any]:
+    """Benign examples with a demonstration from ``config.overrefusal_split`` (never the test split)."""
+    from drirl.data.schema import load_bundled, load_taxonomy, read_examples
+
+    if not config.overrefusal_split:
+        return []
+    taxonomy = load_taxonomy(config.taxonomy) if config.taxonomy else None
+    examples = (read_examples(config.data, taxonomy=taxonomy, skip_invalid=True) if config.data
+                else load_bundled())
+    return sorted((e for e in examples if e.split == config.overrefusal_split and e.category == "benign"
+                   and e.demonstration), key=lambda e: e.id)
+
+
 def build_pairs(examples: list[Any], positives: dict[str, list[str]] | None,
                 negatives: dict[str, list[str]]) -> list[dict[str, Any]]:
     """(prompt, chosen, rejected) pairs: each of an example's k negatives against its positive.
@@ -232,11 +301,14 @@ def _lora_config(config: RewardTrainConfig):
 
 
 def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tokenizer: Any, output_dir: Path,
-                     work_dir: Path) -> dict[str, Any]:
+                     work_dir: Path, *, init_from: Path | None = None,
+                     num_train_epochs: float | None = None) -> dict[str, Any]:
     """Fit one reward model on ``pairs`` with TRL's RewardTrainer; save adapter or model into ``output_dir``.
 
-    The pairs are tokenized here (:func:`encode_pair`, identical to scoring time), so TRL gets ``chosen_ids`` /
-    ``rejected_ids`` and applies no template or truncation of its own.
+    The pairs are tokenized here (:func:`encode_pair`, identical to scoring time, with ``config.system_prompt``
+    rendered the way generation renders it), so TRL gets ``chosen_ids`` / ``rejected_ids`` and applies no template or
+    truncation of its own. ``init_from``: a model of the same mode (a LoRA adapter with its head, or a full model)
+    to start from instead of the backbone, e.g. the pooled model of ``init_from_pooled``.
     """
     import torch
     from datasets import Dataset
@@ -254,20 +326,31 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
     backbone = resolve_model(config.backbone_ref)
     check_weights_are_safe(backbone, config.allow_pickle)
     safe = {} if config.allow_pickle else {"use_safetensors": True}
-    model = _quiet_load(AutoModelForSequenceClassification, backbone, num_labels=1, dtype=torch.float32,
+    start = str(init_from) if init_from is not None and config.mode == "full" else backbone
+    model = _quiet_load(AutoModelForSequenceClassification, start, num_labels=1, dtype=torch.float32,
                         trust_remote_code=config.trust_remote_code, **safe)
     fix_special_tokens(tokenizer, model)
     max_length = fit_max_length(config.max_length, model, tokenizer, where=f"reward model {output_dir.name}")
+    peft_config = _lora_config(config) if config.mode == "lora" else None
+    if init_from is not None and config.mode == "lora":
+        from peft import PeftModel
+
+        # The pooled adapter and its score head, trainable: this category's model continues from them.
+        model = PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
+        peft_config = None
     stats: dict[str, int] = {}
-    rows = [{"chosen_ids": encode_pair(tokenizer, p["prompt"], p["chosen"], max_length, stats),
-             "rejected_ids": encode_pair(tokenizer, p["prompt"], p["rejected"], max_length, stats)} for p in pairs]
+    rows = [{"chosen_ids": encode_pair(tokenizer, as_messages(p["prompt"], config.system_prompt), p["chosen"],
+                                       max_length, stats),
+             "rejected_ids": encode_pair(tokenizer, as_messages(p["prompt"], config.system_prompt), p["rejected"],
+                                         max_length, stats)} for p in pairs]
     if stats.get("truncated"):
         logger.warning("reward model %s: %d of %d sequence(s) longer than max_length %d tokens keep their last %d "
                        "tokens", output_dir.name, stats["truncated"], 2 * len(rows), max_length, max_length)
     args = RewardConfig(**trainer_arguments(
         str(work_dir), seed=config.seed, learning_rate=config.learning_rate, bf16=config.bf16,
         per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, num_train_epochs=config.num_train_epochs,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_train_epochs if num_train_epochs is None else num_train_epochs,
         logging_steps=config.logging_steps, report_to=config.report_to),
         max_length=None, center_rewards_coefficient=config.center_rewards_coefficient,
         remove_unused_columns=False, lr_scheduler_type=config.lr_scheduler_type,
@@ -275,7 +358,7 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
         warmup_steps=float(config.warmup_ratio))
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=tokenizer,
-                            peft_config=_lora_config(config) if config.mode == "lora" else None)
+                            peft_config=peft_config)
     started = time.time()
     result = trainer.train()
     logged = [h for h in trainer.state.log_history if "accuracy" in h]
@@ -298,7 +381,10 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
 
 
 def _sft_policy(config: RewardTrainConfig, grouped: dict[str, list[Any]], work: Path) -> str:
-    """The SFT policy AfD's variants sample from, trained once on all categories' demonstrations."""
+    """The SFT policy AfD's variants sample from: ``config.sft_policy`` when given, else one trained once on all
+    categories' demonstrations."""
+    if config.sft_policy:
+        return config.sft_policy
     target = work / "sft-policy"
     if (target / "config.json").is_file():
         return str(target)
@@ -314,22 +400,53 @@ def _sft_policy(config: RewardTrainConfig, grouped: dict[str, list[Any]], work: 
     return str(train_sft(examples, config.policy, target, sft))
 
 
-def _improve_policy(config: RewardTrainConfig, policy: str, bundle: Path, work: Path, round_index: int,
-                    examples: list[Any] | None = None) -> str:
-    """One policy-improvement step of the ML-IRL alternation: a short GRPO run against the current rewards.
+class PolicyImprover(Protocol):
+    """The policy step between two IRL rounds: improve ``policy`` against the bundle ``reward_models``, write the
+    result under ``output`` and return the improved model's folder. ``examples`` are the reward models' training
+    prompts (the step should see only categories the bundle scores)."""
 
-    ``examples`` are the reward models' training prompts: the GRPO run sees only categories the bundle scores.
+    def __call__(self, policy: str, reward_models: Path, output: Path, examples: list[Any]) -> str: ...
+
+
+def align_policy_improver(config: RewardTrainConfig, align_settings: Any = None) -> PolicyImprover:
+    """The default policy step: a GRPO run of ``config.policy_steps_per_round`` steps.
+
+    ``align_settings`` (an :class:`~drirl.align.trainer.AlignConfig` or a dict of its fields, e.g. a pipeline's
+    ``align:`` section) gives every other setting, so the step trains like the alignment stage does; without it the
+    step uses AlignConfig's defaults with scaling off. The policy, bundle, output, data, step count and a merged
+    LoRA are always set here.
     """
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.config import config_to_dict
 
+    if align_settings is None:
+        base: dict[str, Any] = {"scaling_mode": "none", "seed": config.seed, "bf16": config.bf16}
+    elif isinstance(align_settings, dict):
+        base = dict(align_settings)
+    else:
+        base = config_to_dict(align_settings)
+
+    def improve(policy: str, reward_models: Path, output: Path, examples: list[Any]) -> str:
+        from drirl.align.trainer import AlignConfig, run_align
+
+        values = {**base, "policy": policy, "reward_models": str(reward_models), "output": str(output),
+                  "max_steps": config.policy_steps_per_round, "data": config.data, "merge_lora": True}
+        try:
+            align = AlignConfig(**values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"align settings of the IRL policy step: {err}", key="align") from None
+        return str(run_align(align, examples=examples))
+
+    return improve
+
+
+def _improve_policy(improver: PolicyImprover, policy: str, bundle: Path, work: Path, round_index: int,
+                    examples: list[Any]) -> str:
+    """One policy-improvement step of the ML-IRL alternation (resumable: a finished step is reused)."""
     target = work / f"policy-round{round_index + 1}"
     for done in (target / "model", target):  # run_align saves the merged policy to <output>/model
         if (done / "config.json").is_file():
             return str(done)
-    align = AlignConfig(policy=policy, reward_models=str(bundle), output=str(target),
-                        max_steps=config.policy_steps_per_round, scaling_mode="none", seed=config.seed,
-                        data=config.data, bf16=config.bf16, merge_lora=True)
-    return str(run_align(align, examples=examples))
+    return str(improver(policy, bundle, target, examples))
 
 
 # Fields that do not change the trained models: a resumed run may change them freely.
@@ -367,8 +484,56 @@ def _model_ref_for_manifest(reference: str) -> str:
     return str(path.resolve()) if path.is_dir() else reference
 
 
-def train_reward_models(config: RewardTrainConfig) -> Path:
-    """Train the bundle; resumable (finished models in ``<output>.partial`` are kept). Returns its path."""
+def _controlled_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list[Any]],
+                               negatives: dict[str, list[str]], all_examples: list[Any],
+                               tokenizer: Any) -> dict[str, list[dict[str, Any]]]:
+    """``negatives: controlled``: each model's pairs by :func:`drirl.reward.decision.controlled_pairs`."""
+    from drirl.reward.decision import controlled_pairs, default_refusal_judge, refusal_sources
+
+    sources = refusal_sources([e for e in all_examples if e.category != "benign"])
+    judge = default_refusal_judge()
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    result = {}
+    for name, items in groups.items():
+        pairs = controlled_pairs(items, negatives, sources=sources, refusals_per_prompt=config.refusals_per_prompt,
+                                 relevance_negatives=config.relevance_negatives, is_refusal=judge, count=count,
+                                 seed=config.seed)
+        kinds: dict[str, int] = defaultdict(int)
+        for pair in pairs:
+            kinds[pair["kind"]] += 1
+        logger.info("%s: %d controlled pairs (%s)", name, len(pairs), ", ".join(f"{k} {v}" for k, v in kinds.items()))
+        result[name] = pairs
+    return result
+
+
+def _overrefusal_pairs(config: RewardTrainConfig, examples: list[Any], settings: GenerationSettings,
+                       tokenizer: Any) -> list[dict[str, Any]]:
+    """The warm start's refusals on benign prompts it was not trained on, each against the prompt's demonstration."""
+    from drirl.reward.decision import controlled_pairs, default_refusal_judge
+
+    samples = sample_negatives(str(config.extra_negative_policy), examples, settings,
+                               cache_root=config.negatives_cache, system_prompt=config.system_prompt)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    pairs = controlled_pairs(examples, samples, sources={}, refusals_per_prompt=0, relevance_negatives=0,
+                             is_refusal=default_refusal_judge(), count=count, seed=config.seed)
+    logger.info("over-refusal split %r: %d refusal(s) of %s on %d benign prompts", config.overrefusal_split,
+                len(pairs), config.extra_negative_policy, len(examples))
+    return pairs
+
+
+def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImprover | None = None,
+                        align_settings: Any = None) -> Path:
+    """Train the bundle; resumable (finished models in ``<output>.partial`` are kept). Returns its path.
+
+    With ``rounds`` > 1 the policy step between rounds is ``improve_policy`` when given, else a GRPO run built by
+    :func:`align_policy_improver` from ``align_settings`` (the pipeline's ``align`` settings).
+    """
     from drirl.models import load_tokenizer, resolve_model
 
     if not config.output:
@@ -377,7 +542,8 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
     work = output.with_name(output.name + ".partial")
     grouped = load_training_examples(config)
     # Every model reference must resolve before <output>.partial is created: a typo leaves nothing behind.
-    for reference in dict.fromkeys((config.policy, config.backbone_ref, config.extra_negative_policy)):
+    for reference in dict.fromkeys((config.policy, config.backbone_ref, config.extra_negative_policy,
+                                    config.sft_policy)):
         if reference:
             resolve_model(reference)
     all_examples = [e for items in grouped.values() for e in items]
@@ -392,6 +558,10 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
                 len(all_examples))
 
     positive_policy = _sft_policy(config, grouped, work) if config.variant in ("sft-demo", "init-sft") else None
+    overrefusal_examples = load_overrefusal_examples(config)
+    if config.overrefusal_split and not overrefusal_examples:
+        logger.warning("overrefusal_split %r: no benign examples with a demonstration in that split",
+                       config.overrefusal_split)
     policy = config.policy
     metrics: dict[str, Any] = {}
     groups = grouped if config.per_category else {SINGLE_MODEL: all_examples}
@@ -409,24 +579,37 @@ def train_reward_models(config: RewardTrainConfig) -> Path:
         if config.variant == "init-sft":
             positives = sample_negatives(positive_policy, all_examples, settings, cache_root=config.negatives_cache,
                                          system_prompt=config.system_prompt)
-        pairs_by_model = {name: build_pairs(items, positives, negatives) for name, items in groups.items()}
+        if config.negatives == "controlled":
+            pairs_by_model = _controlled_pairs_by_model(config, groups, negatives, all_examples, tokenizer)
+            if overrefusal_examples:
+                benign_model = "benign" if config.per_category else SINGLE_MODEL
+                if benign_model in pairs_by_model:
+                    pairs_by_model[benign_model] = pairs_by_model[benign_model] + _overrefusal_pairs(
+                        config, overrefusal_examples, settings, tokenizer)
+        else:
+            pairs_by_model = {name: build_pairs(items, positives, negatives) for name, items in groups.items()}
         data_hash = sha256_json(pairs_by_model)[:16]
         metrics = {}
+        pooled: Path | None = None
+        if config.init_from_pooled:
+            pooled = round_dir / SINGLE_MODEL
+            all_pairs = [p for pairs in pairs_by_model.values() for p in pairs]
+            metrics[SINGLE_MODEL] = _fit_once(all_pairs, config, tokenizer, pooled, work, round_index, SINGLE_MODEL,
+                                              num_train_epochs=config.pooled_epochs)
         for name, pairs in pairs_by_model.items():
-            target = round_dir / name
-            metrics_file = work / "metrics" / f"round{round_index + 1}-{name}.json"
-            if _is_model_folder(target) and metrics_file.is_file():
-                logger.info("round %d, %s: already trained, skipping", round_index + 1, name)
-                metrics[name] = json.loads(metrics_file.read_text(encoding="utf-8"))
-                continue
-            logger.info("round %d, %s: %d pairs", round_index + 1, name, len(pairs))
-            metrics[name] = fit_reward_model(pairs, config, tokenizer, target, work / "trainer" / name)
-            on_main(atomic_write_json, metrics_file, metrics[name])
-        on_main(_write_bundle_manifest, round_dir, config, groups, metrics, data_hash, tokenizer, sampler)
+            metrics[name] = _fit_once(pairs, config, tokenizer, round_dir / name, work, round_index, name,
+                                      init_from=pooled)
+        models = dict(groups)
+        if pooled is not None:
+            models[SINGLE_MODEL] = all_examples
+        on_main(_write_bundle_manifest, round_dir, config, models, metrics, data_hash, tokenizer, sampler)
         if round_index + 1 < config.rounds and config.variant != "init-demo":
-            improved = _improve_policy(config, policy, round_dir, work, round_index, all_examples)
+            improver = improve_policy or align_policy_improver(config, align_settings)
+            # Each variant improves the policy it samples: sft-demo its SFT policy, demo-vs-policy the policy.
+            current = positive_policy if config.variant == "sft-demo" else policy
+            improved = _improve_policy(improver, current, round_dir, work, round_index, all_examples)
             if config.variant == "sft-demo":
-                positive_policy = improved  # sft-demo samples its negatives from the (improved) SFT policy
+                positive_policy = improved
             else:
                 policy = improved
 
@@ -448,6 +631,21 @@ def _publish_bundle(final_round: Path, output: Path, work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def _fit_once(pairs: list[dict[str, Any]], config: RewardTrainConfig, tokenizer: Any, target: Path, work: Path,
+              round_index: int, name: str, **kwargs: Any) -> dict[str, Any]:
+    """Fit one model unless a resumed run already finished it; its metrics are kept beside the work folder."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # fit_reward_model's defaults otherwise
+    metrics_file = work / "metrics" / f"round{round_index + 1}-{name}.json"
+    if _is_model_folder(target) and metrics_file.is_file():
+        logger.info("round %d, %s: already trained, skipping", round_index + 1, name)
+        return json.loads(metrics_file.read_text(encoding="utf-8"))
+    logger.info("round %d, %s: %d pairs%s", round_index + 1, name, len(pairs),
+                f", starting from {kwargs['init_from'].name}" if kwargs.get("init_from") else "")
+    metrics = fit_reward_model(pairs, config, tokenizer, target, work / "trainer" / name, **kwargs)
+    on_main(atomic_write_json, metrics_file, metrics)
+    return metrics
+
+
 def _is_model_folder(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() or (path / "config.json").is_file()
 
@@ -465,6 +663,8 @@ def _write_bundle_manifest(folder: Path, config: RewardTrainConfig, groups: dict
                                          if config.extra_negative_policy else None),
         "mode": config.mode,
         "variant": config.variant,
+        "negatives": config.negatives,
+        "init_from_pooled": config.init_from_pooled,
         "per_category": config.per_category,
         "categories": categories,
         "rounds": config.rounds,

@@ -1,7 +1,9 @@
 """Negatives for inverse RL: samples of a policy for the same prompts, generated in batches and cached on disk.
 
-The cache key is the policy's identity (its resolved path and weight files' sizes and times) plus the generation
-settings, so changing either regenerates; reusing both never does.
+The cache file is chosen by the policy's identity (its resolved path and weight files' sizes and times), the
+generation settings and the system prompt, so changing any of them regenerates; inside the file a prompt's samples
+are found by its example id *and* a hash of its prompt text, so an edited prompt, or another file that reuses an id,
+never gets the samples of a different prompt.
 """
 
 from __future__ import annotations
@@ -39,10 +41,16 @@ def negatives_cache_path(reference: str, settings: GenerationSettings, root: str
     return Path(root or cache_dir() / "negatives") / f"{key}.jsonl"
 
 
+def prompt_key(example: Any) -> str:
+    """The cache key of one example's samples: its id and a hash of its prompt (text or chat messages)."""
+    return f"{example.id}#{sha256_json(example.prompt)[:16]}"
+
+
 def sample_negatives(reference: str, examples: Sequence[Any], settings: GenerationSettings, *,
                      cache_root: str | os.PathLike | None = None, model: Any = None, tokenizer: Any = None,
                      system_prompt: str | None = None, chunk_batches: int = 8) -> dict[str, list[str]]:
-    """``settings.num_return_sequences`` samples of the policy per example, keyed by example id (cached).
+    """``settings.num_return_sequences`` samples of the policy per example, keyed by example id (cached by id and
+    prompt text, see :func:`prompt_key`).
 
     The cache file is rewritten after every ``chunk_batches`` generate() batches, so an interrupted run keeps what
     it sampled; a later call samples only the prompts still missing.
@@ -52,13 +60,14 @@ def sample_negatives(reference: str, examples: Sequence[Any], settings: Generati
     if path.is_file():
         for row in read_jsonl(path, skip_invalid=True):
             samples = row.get("samples")
-            if isinstance(row.get("id"), str) and isinstance(samples, list) \
+            # Rows without a "key" (written before prompts were part of it) are not trusted: sampled again.
+            if isinstance(row.get("key"), str) and isinstance(samples, list) \
                     and len(samples) == settings.num_return_sequences and all(isinstance(x, str) for x in samples):
-                cached[row["id"]] = samples
-    missing = list({e.id: e for e in examples if e.id not in cached}.values())
+                cached[row["key"]] = samples
+    missing = list({prompt_key(e): e for e in examples if prompt_key(e) not in cached}.values())
     if not missing:
         logger.info("negatives for %d prompts reused from %s", len(examples), path)
-        return {e.id: cached[e.id] for e in examples}
+        return {e.id: cached[prompt_key(e)] for e in examples}
     logger.info("sampling %d negative(s) for each of %d prompts from %s (cache %s)", settings.num_return_sequences,
                 len(missing), reference, path)
     if model is None:
@@ -75,9 +84,10 @@ def sample_negatives(reference: str, examples: Sequence[Any], settings: Generati
         part_settings = dataclasses.replace(settings, seed=settings.seed + start)
         samples = _generate(model, tokenizer, [e.prompt for e in part], part_settings, system_prompt)
         for example, generated in zip(part, samples, strict=True):
-            cached[example.id] = generated
-        on_main(write_jsonl, path, [{"id": k, "samples": v} for k, v in sorted(cached.items())])
-    return {e.id: cached[e.id] for e in examples}
+            cached[prompt_key(example)] = generated
+        on_main(write_jsonl, path,
+                [{"key": k, "id": k.rsplit("#", 1)[0], "samples": v} for k, v in sorted(cached.items())])
+    return {e.id: cached[prompt_key(e)] for e in examples}
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[Any], settings: GenerationSettings,
