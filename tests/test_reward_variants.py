@@ -96,9 +96,7 @@ def test_training_and_scoring_render_the_system_prompt(tmp_path, tiny_lm_path, m
 # ------------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("overrides,message", [
     ({"variant": "init-sft", "rounds": 2}, "rounds > 1 would retrain the same model"),
-    ({"variant": "init-sft", "negatives": "controlled"}, "needs a demonstration variant"),
     ({"negatives": "contrast"}, "negatives must be one of policy, controlled"),
-    ({"init_from_pooled": True, "per_category": False}, "init_from_pooled needs per_category"),
     ({"sft_policy": "runs/sft"}, "sft_policy is used by the variants sft-demo and init-sft only"),
     ({"refusals_per_prompt": -1}, "refusals_per_prompt must be >= 0"),
 ])
@@ -239,3 +237,13 @@ def test_overrefusal_pairs_keep_only_the_warm_starts_refusals(tiny_lm_path, monk
                               overrefusal_split="test")
     with pytest.raises(ValueError, match="needs negatives: controlled and an extra_negative_policy"):
         irl.RewardTrainConfig(output="x", overrefusal_split="validation")
+
+
+def test_one_reward_section_serves_the_single_model_and_init_sft_methods():
+    """init_from_pooled means nothing to a single-model bundle and controlled negatives nothing to init-sft (its
+    positives are samples): both are accepted there and the manifest-facing values say what training does."""
+    from drirl.reward.irl import RewardTrainConfig
+
+    assert RewardTrainConfig(output="x", variant="init-sft", negatives="controlled").effective_negatives == "policy"
+    assert RewardTrainConfig(output="x", negatives="controlled").effective_negatives == "controlled"
+    RewardTrainConfig(output="x", per_category=False, init_from_pooled=True)  # no error

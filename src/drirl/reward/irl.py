@@ -90,7 +90,8 @@ class RewardTrainConfig:
         "'policy': the policy samples as they are (truncated at negative_max_new_tokens). 'controlled': pairs of "
         "one form and length that differ in the decision: compliant samples in the demonstration's Draft/Answer "
         "form on harmful prompts, refusals in the demonstration's form on benign ones, another prompt's "
-        "demonstration as a relevance negative (demonstration variants only)."))
+        "demonstration as a relevance negative. For the demonstration variants: init-sft, whose positives are SFT "
+        "samples, keeps its sample pairs (its manifest says 'policy'), so one reward section serves every method."))
     refusals_per_prompt: int = field(default=2, metadata=help_field(
         "negatives: controlled: written refusals per benign prompt, each from another harmful category's phrasing."))
     relevance_negatives: int = field(default=1, metadata=help_field(
@@ -101,7 +102,8 @@ class RewardTrainConfig:
         "refusal, against that prompt's demonstration, to the benign model's pairs. Never 'test'."))
     init_from_pooled: bool = field(default=False, metadata=help_field(
         "Fit one pooled model on all categories' pairs first and start each category's model from it (kept in "
-        "the bundle as 'all'); needs per_category."))
+        "the bundle as 'all'). A single-model bundle (per_category: false) is the pooled model already: there it "
+        "changes nothing, so one reward section serves the per-category methods and their single-model ablation."))
     pooled_epochs: float | None = field(default=None, metadata=help_field(
         "Epochs of the pooled model of init_from_pooled; default num_train_epochs."))
     sft_policy: str | None = field(default=None, metadata=help_field(
@@ -174,8 +176,6 @@ class RewardTrainConfig:
                              "round improves: rounds > 1 would retrain the same model")
         if self.negatives not in NEGATIVE_KINDS:
             raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_KINDS)}, got {self.negatives!r}")
-        if self.negatives == "controlled" and self.variant == "init-sft":
-            raise ValueError("negatives 'controlled' needs a demonstration variant: init-sft's positives are samples")
         for name in ("refusals_per_prompt", "relevance_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -185,8 +185,6 @@ class RewardTrainConfig:
                                  f"{self.overrefusal_split!r}")
             if self.negatives != "controlled" or not self.extra_negative_policy:
                 raise ValueError("overrefusal_split needs negatives: controlled and an extra_negative_policy")
-        if self.init_from_pooled and not self.per_category:
-            raise ValueError("init_from_pooled needs per_category: true (a single model is the pooled model)")
         if self.pooled_epochs is not None and self.pooled_epochs <= 0:
             raise ValueError(f"pooled_epochs must be > 0, got {self.pooled_epochs}")
         if self.sft_policy and self.variant not in ("sft-demo", "init-sft"):
@@ -201,6 +199,11 @@ class RewardTrainConfig:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
         if self.mode == "lora" and not self.lora_target_modules:
             raise ValueError("mode 'lora' needs at least one entry in lora_target_modules")
+
+    @property
+    def effective_negatives(self) -> str:
+        """The negatives training uses: init-sft pairs samples whatever ``negatives`` says."""
+        return "policy" if self.variant == "init-sft" else self.negatives
 
     @property
     def backbone_ref(self) -> str:
@@ -579,7 +582,7 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
         if config.variant == "init-sft":
             positives = sample_negatives(positive_policy, all_examples, settings, cache_root=config.negatives_cache,
                                          system_prompt=config.system_prompt)
-        if config.negatives == "controlled":
+        if config.effective_negatives == "controlled":
             pairs_by_model = _controlled_pairs_by_model(config, groups, negatives, all_examples, tokenizer)
             if overrefusal_examples:
                 benign_model = "benign" if config.per_category else SINGLE_MODEL
@@ -591,7 +594,7 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
         data_hash = sha256_json(pairs_by_model)[:16]
         metrics = {}
         pooled: Path | None = None
-        if config.init_from_pooled:
+        if config.init_from_pooled and config.per_category:
             pooled = round_dir / SINGLE_MODEL
             all_pairs = [p for pairs in pairs_by_model.values() for p in pairs]
             metrics[SINGLE_MODEL] = _fit_once(all_pairs, config, tokenizer, pooled, work, round_index, SINGLE_MODEL,
@@ -663,8 +666,8 @@ def _write_bundle_manifest(folder: Path, config: RewardTrainConfig, groups: dict
                                          if config.extra_negative_policy else None),
         "mode": config.mode,
         "variant": config.variant,
-        "negatives": config.negatives,
-        "init_from_pooled": config.init_from_pooled,
+        "negatives": config.effective_negatives,
+        "init_from_pooled": config.init_from_pooled and config.per_category,
         "per_category": config.per_category,
         "categories": categories,
         "rounds": config.rounds,
