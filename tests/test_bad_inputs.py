@@ -357,8 +357,12 @@ CASES: list[Case] = [
          3, "empty.jsonl: no records", ("ev",)),
     Case("eval-data-chat-prompt", "eval", "a chat-message prompt",
          lambda c: ["eval", "m", "--eval_data", c.write("chat.jsonl", _line(prompt=[
-             {"role": "user", "content": "How do I steal a car?"}]) + "\n"), "--output", c.path("ev")],
+             {"role": "user", "content": "How do I steal a car?"}], split="test") + "\n"), "--output", c.path("ev")],
          3, "chat.jsonl field 'prompt': example 'crime-1' has a chat-message prompt", ("ev",)),
+    Case("eval-data-no-test-rows", "eval", "an eval_data file whose rows are all train rows",
+         lambda c: ["eval", "m", "--eval_data", c.write("train.jsonl", _line() + "\n"), "--output", c.path("ev")],
+         3, "train.jsonl field 'split': no test rows to evaluate (its splits: train 1); import an evaluation set",
+         ("ev",)),
     Case("eval-qa-nan-answer", "eval", "QA answers: [NaN]",
          lambda c: ["eval", "m", "--qa_data", c.write("qa.jsonl", '\n{"question": "2+2?", "answers": [NaN]}\n'),
                     "--output", c.path("ev")],

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from drirl.config import config_to_dict, help_field
 from drirl.errors import ConfigError, DataError
@@ -63,6 +63,10 @@ class EvalConfig:
     eval_data: str | None = field(default=None, metadata=help_field(
         "JSONL of prompts in the drirl example schema (id, prompt, category, meta.borderline); "
         "default: the bundled test split."))
+    eval_split: Literal["test", "validation", "all"] = field(default="test", metadata=help_field(
+        "Which rows of eval_data (or of the bundled set) are evaluated: test (results), validation (choosing "
+        "settings) or all (an evaluation-only file imported without a split). A file without rows of the split "
+        "is an error, never a silent evaluation of its training rows."))
     qa_data: str | None = field(default=None, metadata=help_field(
         "JSONL of QA items {id, question, answers: [aliases], topic}; default: the bundled 120 questions."))
     judge: str = field(default=DEFAULT_JUDGE, metadata=help_field(
@@ -188,18 +192,28 @@ def as_eval_prompts(examples: Sequence[Any], source: str | None = None) -> list[
     return out
 
 
-def load_eval_examples(path: str | None) -> list[Any]:
-    """The bundled test split, or a file's examples: its test split when it has one (a training file), else all
-    of them (an evaluation-only file such as an import of HarmBench or XSTest)."""
-    try:
-        from drirl.data import schema
-    except ImportError as err:  # pragma: no cover - only while the data package is incomplete
-        raise DataError(f"cannot load evaluation data: drirl.data.schema is unavailable ({err})") from None
-    if path is None:
-        return list(schema.load_bundled(split="test"))
-    examples = list(schema.read_examples(path))
-    test = [e for e in examples if e.split == "test"]
-    return test or examples
+def load_eval_examples(path: str | None, split: str = "test") -> list[Any]:
+    """The rows of one split (``test``, ``validation``, or ``all``) of a file, or of the bundled set by default.
+
+    A file with no row of that split is a DataError naming the splits it has: evaluating its training rows
+    instead would report numbers on prompts a model may have been trained on.
+    """
+    from collections import Counter
+
+    from drirl.data import schema
+
+    if split not in ("test", "validation", "all"):
+        raise ConfigError(f"eval_split must be test, validation or all, got {split!r}", key="eval_split")
+    examples = list(schema.load_bundled()) if path is None else list(schema.read_examples(path))
+    if split == "all":
+        return examples
+    chosen = [e for e in examples if e.split == split]
+    if not chosen:
+        found = ", ".join(f"{name} {count}" for name, count in sorted(Counter(e.split for e in examples).items()))
+        raise DataError(f"no {split} rows to evaluate (its splits: {found}); import an evaluation set with "
+                        f"--split {split}, assign splits with `drirl data split`, or pass --eval_split all to "
+                        "evaluate every row", file=path or "bundled data", field="split")
+    return chosen
 
 
 def bundled_qa_path() -> Path:
@@ -426,7 +440,7 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     started = time.monotonic()
     if (model is None) != (tokenizer is None):
         raise ConfigError("pass both model and tokenizer, or neither")
-    prompts = as_eval_prompts(examples if examples is not None else load_eval_examples(config.eval_data),
+    prompts = as_eval_prompts(examples if examples is not None else load_eval_examples(config.eval_data, config.eval_split),
                               source=None if examples is not None else config.eval_data)
     qa = list(qa_items) if qa_items is not None else load_qa(config.qa_data, config.qa_limit)
     if qa_items is not None and config.qa_limit is not None:
