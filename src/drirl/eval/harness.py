@@ -440,7 +440,8 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     started = time.monotonic()
     if (model is None) != (tokenizer is None):
         raise ConfigError("pass both model and tokenizer, or neither")
-    prompts = as_eval_prompts(examples if examples is not None else load_eval_examples(config.eval_data, config.eval_split),
+    loaded = examples if examples is not None else load_eval_examples(config.eval_data, config.eval_split)
+    prompts = as_eval_prompts(loaded,
                               source=None if examples is not None else config.eval_data)
     qa = list(qa_items) if qa_items is not None else load_qa(config.qa_data, config.qa_limit)
     if qa_items is not None and config.qa_limit is not None:
