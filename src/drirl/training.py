@@ -60,6 +60,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# The loggers transformers knows by name that drirl documents; each but "none" needs its own package installed.
+REPORT_TO = {"none": None, "tensorboard": ("tensorboard", "pip install 'drirl[tensorboard]'"),
+             "wandb": ("wandb", "pip install wandb"), "mlflow": ("mlflow", "pip install mlflow")}
+
+
+def check_report_to(value: str | list[str]) -> None:
+    """ConfigError (key ``report_to``) for an unknown logger or one whose package is missing; checked when a config
+    is built, so a typo fails before any training instead of as a traceback from inside transformers."""
+    import importlib.util
+
+    from drirl.errors import ConfigError
+
+    for name in [value] if isinstance(value, str) else list(value):
+        if name not in REPORT_TO:
+            raise ConfigError(f"unknown logger {name!r}; choose {', '.join(REPORT_TO)}", key="report_to")
+        needs = REPORT_TO[name]
+        if needs and importlib.util.find_spec(needs[0]) is None:
+            raise ConfigError(f"{name} is not installed: {needs[1]}", key="report_to")
+
+
 def trainer_arguments(output_dir: str, *, seed: int, learning_rate: float, bf16: bool | str | None = "auto",
                       per_device_train_batch_size: int = 8, gradient_accumulation_steps: int = 1,
                       num_train_epochs: float = 1.0, max_steps: int = -1, logging_steps: int = 5,
@@ -67,6 +87,7 @@ def trainer_arguments(output_dir: str, *, seed: int, learning_rate: float, bf16:
                       gradient_checkpointing: bool = False, **extra: Any) -> dict[str, Any]:
     """Keyword arguments common to every TRL config (RewardConfig, SFTConfig, DPOConfig, GRPOConfig)."""
     use_bf16 = resolve_bf16(bf16)
+    check_report_to(report_to)
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": seed,

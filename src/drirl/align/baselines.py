@@ -69,7 +69,10 @@ class _PolicyTrainingConfig(PolicyLoraSettings):
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
+        from drirl.training import check_report_to
+
         self.check_lora()
+        check_report_to(self.report_to)
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:

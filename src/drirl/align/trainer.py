@@ -109,8 +109,11 @@ class AlignConfig(PolicyLoraSettings, ScalingConfig):
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
+        from drirl.training import check_report_to
+
         self.check_scaling()
         self.check_lora()
+        check_report_to(self.report_to)
         check_outlier_tau(self.scaling_outlier_tau, self.scaling_outlier_tau_relative, self.num_generations)
         if self.scale_rewards not in SCALE_REWARDS:
             raise ConfigError(f"must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}",

@@ -37,6 +37,9 @@ FALLBACKS = ("error", "single", "mean")
 
 def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     """Read and check ``manifest.json``: format, required fields, and that every model path stays inside."""
+    if Path(bundle_dir).is_file():
+        raise ModelError(f"{bundle_dir} is a file, not a reward-model bundle: give the folder `drirl reward train` "
+                         f"wrote (it holds {MANIFEST})")
     path = Path(bundle_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

@@ -159,6 +159,9 @@ class RewardTrainConfig:
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
+        from drirl.training import check_report_to
+
+        check_report_to(self.report_to)
         if self.rounds < 1:
             raise ValueError("rounds must be >= 1")
         if self.negatives_per_prompt < 1:
