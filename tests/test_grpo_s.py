@@ -238,3 +238,12 @@ def test_static_cache_rollouts_train_under_bf16(tiny_lm_path, tmp_path):
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(final).dtype == torch.bfloat16  # trained and saved in the compute dtype
+
+
+def test_warm_up_longer_than_the_run_is_refused():
+    from drirl.align.trainer import AlignConfig
+    from drirl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="5 warm-up steps leave none of the 5 max_steps"):
+        AlignConfig(output="x", max_steps=5, warmup_steps=5)
+    assert AlignConfig(output="x", max_steps=5, warmup_steps=0.5).warmup_steps == 0.5  # a ratio

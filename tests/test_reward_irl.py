@@ -295,3 +295,18 @@ def test_shared_data_file_is_valid(tmp_path_factory):
         from drirl.data.schema import assert_not_test
 
         assert_not_test(examples)
+
+
+def test_a_run_inside_its_warm_up_is_reported(tmp_path, caplog):
+    """One optimizer step with one warm-up step runs at learning rate 0: the run says so instead of a silent no-op."""
+    from transformers import TrainingArguments
+
+    from drirl.training import warn_if_warmup_only
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1,
+                             warmup_steps=0.05, use_cpu=True, report_to="none")
+    with caplog.at_level("WARNING", logger="drirl.training"):
+        assert warn_if_warmup_only(args, 8, "reward model crime") is True
+    assert "reward model crime: 1 optimizer step(s), all inside the 1 warm-up step(s)" in caplog.text
+    assert "nothing is learned" in caplog.text
+    assert warn_if_warmup_only(args, 80, "reward model crime") is False  # 10 steps, 1 of them warm-up

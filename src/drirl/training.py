@@ -113,6 +113,26 @@ def trainer_arguments(output_dir: str, *, seed: int, learning_rate: float, bf16:
     return kwargs
 
 
+def warn_if_warmup_only(args: Any, examples: int, what: str) -> bool:
+    """Warn, naming the settings to change, when every optimizer step of a run falls inside the linear warm-up.
+
+    transformers' warm-up starts at learning rate 0: one step with one warm-up step trains nothing, and a run that
+    never leaves warm-up trains at a fraction of the rate it reports. Returns whether it warned.
+    """
+    import math
+
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    steps = args.max_steps if args.max_steps and args.max_steps > 0 else \
+        math.ceil(examples / per_step) * math.ceil(args.num_train_epochs)
+    warmup = args.get_warmup_steps(steps)
+    if steps > warmup:
+        return False
+    logger.warning("%s: %d optimizer step(s), all inside the %d warm-up step(s): the learning rate never reaches "
+                   "its set value%s. Train on more examples or epochs, or lower warmup_ratio / warmup_steps.", what,
+                   steps, warmup, " and the only step runs at 0, so nothing is learned" if steps <= 1 else "")
+    return True
+
+
 def top_layers(model_reference: str, count: int | None) -> list[int] | None:
     """Indices of the last ``count`` transformer layers of a model (None: every layer)."""
     if not count:

@@ -120,6 +120,10 @@ class AlignConfig(PolicyLoraSettings, ScalingConfig):
                               key="scale_rewards")
         if not self.warmup_steps >= 0:
             raise ConfigError(f"must be >= 0, got {self.warmup_steps!r}", key="warmup_steps")
+        if self.warmup_steps >= 1 and self.warmup_steps >= self.max_steps:
+            raise ConfigError(f"{self.warmup_steps:g} warm-up steps leave none of the {self.max_steps} max_steps at "
+                              "the set learning rate (warm-up starts at 0); lower warmup_steps or raise max_steps",
+                              key="warmup_steps")
         if self.num_generations < 2:
             raise ConfigError(f"must be at least 2 (a group needs two completions to compare), got "
                               f"{self.num_generations}", key="num_generations")

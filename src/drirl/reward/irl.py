@@ -323,7 +323,7 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
 
     from drirl.models import check_weights_are_safe, fix_special_tokens, resolve_model
     from drirl.reward.bundle import _quiet_load
-    from drirl.training import seed_everything, trainer_arguments
+    from drirl.training import seed_everything, trainer_arguments, warn_if_warmup_only
 
     if not pairs:
         raise DataError(f"no training pairs for the reward model {output_dir.name} (every negative equals its "
@@ -362,6 +362,7 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
         remove_unused_columns=False, lr_scheduler_type=config.lr_scheduler_type,
         # transformers 5 dropped warmup_ratio: a float below 1 in warmup_steps is read as the ratio.
         warmup_steps=float(config.warmup_ratio))
+    warmup_only = warn_if_warmup_only(args, len(rows), f"reward model {output_dir.name}")
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=tokenizer,
                             peft_config=peft_config)
@@ -369,7 +370,7 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
     result = trainer.train()
     logged = [h for h in trainer.state.log_history if "accuracy" in h]
     metrics = {"train_pairs": len(rows), "truncated_sequences": stats.get("truncated", 0),
-               "optimizer_steps": trainer.state.global_step,
+               "optimizer_steps": trainer.state.global_step, "warmup_only": warmup_only,
                "train_loss": round(float(result.training_loss), 4),
                "train_accuracy_last_log": round(float(logged[-1]["accuracy"]), 4) if logged else None,
                "train_margin_last_log": round(float(logged[-1]["margin"]), 4) if logged and "margin" in logged[-1]
