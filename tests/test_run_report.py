@@ -57,3 +57,20 @@ def test_report_gives_paired_differences_and_seed_spread(tmp_path):
     assert "dr-irl − base: -25.0 points" in text
     assert "| dr-irl | 0.750 ± 0.354 [" in text
     assert "align-dr-irl: scaling_mode=\"both\"" in text
+
+
+def test_headline_table_lists_each_method_and_the_paired_lines():
+    from drirl.report import headline_table
+
+    report = {"methods": {"sft": {"harmful_refusal": 0.5, "benign_compliance": 0.8, "ordinary_benign_compliance": 1.0,
+                                  "qa_accuracy": 0.6, "test_reward": None, "degenerate": {"harmful": 0.05}},
+                          "dr-irl": {"harmful_refusal": 0.625, "benign_compliance": 0.75, "qa_accuracy": 0.6,
+                                     "degenerate": {}}},
+              "comparisons": [{"a": "dr-irl", "b": "sft", "label": "harmful refusal", "difference": 0.125,
+                               "low": 0.0, "high": 0.25, "p_value": 0.0625, "n_pairs": 8, "n_seeds": 1,
+                               "only_a": 1, "only_b": 0}]}
+    lines = headline_table(report).splitlines()
+    assert lines[0].split() == ["method", "refusal", "borderline", "ok", "benign", "ok", "QA", "reward", "degenerate"]
+    assert lines[1].split() == ["sft", "0.500", "0.800", "1.000", "0.600", "–", "0.050"]
+    assert lines[2].split() == ["dr-irl", "0.625", "0.750", "–", "0.600", "–", "–"]
+    assert lines[3].startswith("harmful refusal, dr-irl − sft: +12.5 points [+0.0, +25.0], p = 0.0625")

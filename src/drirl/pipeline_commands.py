@@ -62,9 +62,18 @@ def _run(args: argparse.Namespace) -> int:
         print(format_plan(config, plan_pipeline(config)), end="")
         return 0
     root = run_pipeline(config)
-    if is_main():  # one line on stdout, however many processes ran
+    if is_main():  # the headline on the terminal, then one line on stdout, however many processes ran
+        _print_headline(root)
         print(root / "report.md")
     return 0
+
+
+def _print_headline(root: Path) -> None:
+    import json
+
+    from drirl.report import headline_table
+
+    print(headline_table(json.loads((root / "report.json").read_text())), file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -75,6 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config or demo_config_path(), overrides)
     root = run_pipeline(config)
     if is_main():
+        _print_headline(root)
         print(f"report: {root / 'report.md'}", file=sys.stderr)
         print(root / "model")
     return 0

@@ -200,9 +200,11 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
         path = root / name / "reward_eval.json"
         if path.is_file():
             data = json.loads(path.read_text())
-            reward_metrics[name] = {k: data.get(k) for k in ("pairwise_accuracy", "mean_pairwise_accuracy")}
+            reward_metrics[name] = {k: data.get(k) for k in ("pairwise_accuracy", "mean_pairwise_accuracy",
+                                                             "decision_accuracy")}
     report = {
         "methods": {m: {k: r.get(k) for k in HEADLINE} | {f"{k}_ci": r.get(f"{k}_ci") for k in HEADLINE}
+                    | {"degenerate": {k: (v or {}).get("mean") for k, v in (r.get("degenerate") or {}).items()}}
                     for m, r in results.items()},
         "per_category": {m: r.get("per_category") for m, r in results.items()},
         "reward_by_verdict": {m: r.get("test_reward_by_verdict") for m, r in results.items()},
@@ -267,6 +269,23 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
         lines += ["", f"The {config.run.final_method} model is in `{final}` (LoRA merged, with a model card)."]
     atomic_write_text(root / "report.md", "\n".join(lines) + "\n")
     return root / "report.md"
+
+
+def headline_table(report: dict[str, Any]) -> str:
+    """The few numbers a run ends with on the terminal: each method's headline rates (first seed), the share of
+    degenerate answers to harmful prompts, then the paired differences."""
+    columns = (("harmful_refusal", "refusal"), ("benign_compliance", "borderline ok"),
+               ("ordinary_benign_compliance", "benign ok"), ("qa_accuracy", "QA"), ("test_reward", "reward"))
+    width = max([len("method"), *map(len, report.get("methods", {}))])
+    lines = [f"{'method':<{width}}  " + "  ".join(f"{label:>13}" for _, label in columns) + f"  {'degenerate':>10}"]
+    for method, values in report.get("methods", {}).items():
+        cells = ["–" if values.get(key) is None else f"{values[key]:.3f}" for key, _ in columns]
+        degenerate = (values.get("degenerate") or {}).get("harmful")
+        lines.append(f"{method:<{width}}  " + "  ".join(f"{c:>13}" for c in cells)
+                     + f"  {'–' if degenerate is None else f'{degenerate:.3f}':>10}")
+    lines += [f"{row.get('label', row.get('metric', ''))}, {format_comparison(row)}"
+              for row in report.get("comparisons") or []]
+    return "\n".join(lines)
 
 
 def _warm_start_note(config: Any) -> str:
