@@ -32,11 +32,11 @@ judges: rules (default: refusal position and answer content) | minilm (bundled M
 
 examples:
   drirl eval smollm2-135m-instruct --output runs/eval/base
-  drirl eval runs/policy --max_jailbreak_prompts 14 --qa_limit 60 --json > eval.json
-  drirl eval runs/policy --reward_models runs/rm      # adds test_reward: the held-out reward alignment maximises
-  drirl eval runs/policy --judge llm --judge_endpoint_url http://localhost:8000/v1 \\
+  drirl eval runs/policy/model --max_jailbreak_prompts 14 --qa_limit 60 --json > eval.json
+  drirl eval runs/policy/model --reward_models runs/rm      # adds test_reward: the held-out reward alignment maximises
+  drirl eval runs/policy/model --judge llm --judge_endpoint_url http://localhost:8000/v1 \\
       --judge_endpoint_model Qwen/Qwen2.5-7B-Instruct
-  drirl eval runs/policy --config configs/demo.yaml      # uses the file's `eval:` section when it has one
+  drirl eval runs/policy/model --config configs/demo.yaml      # uses the file's `eval:` section when it has one
 
 outputs (with --output DIR): eval.json, eval.md, per_category.png, jailbreaks.png, responses.jsonl
 """
