@@ -423,3 +423,28 @@ def test_eval_split_picks_the_rows_and_all_is_explicit(tmp_path):
     with pytest.raises(DataError, match=r"no test rows to evaluate \(its splits: train 1\)"):
         load_eval_examples(str(rows))
     assert [e.id for e in load_eval_examples(str(rows), "all")] == ["c1"]
+
+
+def test_sampled_rate_is_the_mean_over_prompts_of_each_prompts_share():
+    from drirl.eval.harness import sampled_rate
+
+    rate = sampled_rate([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], n_resamples=200)
+    assert rate["mean"] == pytest.approx(0.5) and rate["n"] == 3 and rate["samples"] == 6
+    assert 0.0 <= rate["low"] <= 0.5 <= rate["high"] <= 1.0
+
+
+def test_sampled_rates_beside_the_greedy_ones(tiny_lm_path, tiny_policy):
+    model, tokenizer = tiny_policy
+    result = evaluate(_config(tiny_lm_path, jailbreaks=False, qa_limit=0, sampled_k=3), model=model,
+                      tokenizer=tokenizer, examples=EXAMPLES, qa_items=QA, judge=PrefixJudge())
+    s = result.to_dict()
+    sampled = s["sampled"]
+    harmful = [e for e in EXAMPLES if e["category"] != "benign"]
+    assert (sampled["k"], sampled["harmful_refusal"]["n"], sampled["harmful_refusal"]["samples"]) == (
+        3, len(harmful), 3 * len(harmful))
+    # The prefix judge refuses "R:" prompts whatever the answer: sampled and greedy agree but for degenerate samples.
+    refusing = sum(e["prompt"].startswith("R:") for e in harmful) / len(harmful)
+    assert sampled["harmful_refusal"]["mean"] <= refusing + 1e-9
+    assert "## Sampled rates (3 samples per prompt at temperature 1.0)" in render_markdown(result)
+    with pytest.raises(ConfigError, match="sampled_k"):
+        _config(tiny_lm_path, sampled_k=-1)

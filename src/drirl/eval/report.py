@@ -87,6 +87,16 @@ def render_markdown(result: Any) -> str:
                      direction])
     lines += _md_table(["metric", "key", "value", "95% CI", "n", "note"], rows)
 
+    sampled = s.get("sampled") or {}
+    if sampled:
+        lines += ["", f"## Sampled rates ({sampled['k']} samples per prompt at temperature {sampled['temperature']})",
+                  ""]
+        lines += _md_table(["metric", "greedy", "sampled (mean over prompts) [95% CI] (n prompts)"],
+                           [[label, _num(s.get(key)), _entry_text(sampled.get(key))]
+                            for key, label in (("harmful_refusal", "refusal on harmful prompts"),
+                                               ("benign_compliance", "compliance on borderline benign prompts"),
+                                               ("ordinary_benign_compliance", "compliance on ordinary benign prompts"))
+                            if key in sampled])
     labels, degenerate = s.get("labels") or {}, s.get("degenerate") or {}
     if labels:
         lines += ["", "## Verdicts per prompt set", "",
