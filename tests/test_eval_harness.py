@@ -206,6 +206,9 @@ def test_test_reward_is_the_bundle_score_of_each_response(tiny_lm_path, tiny_pol
     crime = [v for r, v in zip(safety, expected, strict=True) if r["category"] == "crime"]
     assert s["per_category"]["crime"]["test_reward"]["mean"] == pytest.approx(sum(crime) / 2, abs=1e-5)
     assert s["per_category"]["privacy"]["test_reward"]["n"] == 1
+    # privacy has no model in this bundle: its score is the fallback's, and the result says so.
+    assert s["test_reward_fallback"]["categories"] == ["privacy"] and s["test_reward_fallback"]["responses"] == 1
+    assert [r["id"] for r in result.records if r.get("reward_fallback")] == ["p1"]
     assert s["n"]["rewarded"] == len(EXAMPLES) and s["reward_models"] == str(bundle)
     assert "`test_reward`" in render_markdown(result)
     assert "Mean reward of the IRL models" in compare_results({"a": s})

@@ -247,3 +247,20 @@ def test_warm_up_longer_than_the_run_is_refused():
     with pytest.raises(ConfigError, match="5 warm-up steps leave none of the 5 max_steps"):
         AlignConfig(output="x", max_steps=5, warmup_steps=5)
     assert AlignConfig(output="x", max_steps=5, warmup_steps=0.5).warmup_steps == 0.5  # a ratio
+
+
+def test_align_refuses_a_bundle_without_a_model_for_a_prompt_category(tiny_lm_path, tmp_path_factory):
+    from test_reward_support import shared_bundle
+
+    from drirl.align.trainer import AlignConfig, check_bundle_covers
+    from drirl.errors import DataError
+
+    bundle = shared_bundle(tmp_path_factory, tiny_lm_path)  # models for benign, crime and insult
+    privacy = Example(id="privacy-1", prompt="Find my neighbour's address.", category="privacy",
+                      demonstration="Draft: privacy -> refuse\nAnswer: I can't.", source="test", split="train")
+    config = AlignConfig(output="x", reward_models=str(bundle))
+    check_bundle_covers(config, _examples())  # crime, insult, benign: covered
+    with pytest.raises(DataError, match=r"has no model for privacy \(it has benign, crime, insult\)"):
+        check_bundle_covers(config, [*_examples(), privacy])
+    check_bundle_covers(AlignConfig(output="x", reward_models=str(bundle), reward_fallback="mean"),
+                        [*_examples(), privacy])  # a fallback scores it: allowed

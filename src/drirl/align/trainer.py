@@ -253,6 +253,23 @@ def policy_torch_dtype(setting: str, bf16: bool | str, rollout_backend: str = "d
     return torch.bfloat16 if resolve_bf16(bf16) and (has_cuda() or static_cache) else torch.float32
 
 
+def check_bundle_covers(config: AlignConfig, examples: list[Any]) -> None:
+    """DataError when a per-category bundle has no model for a category of the training prompts and
+    ``reward_fallback`` is ``error``: the bundle was trained on other data than the prompts being aligned."""
+    if not config.reward_models or config.reward_fallback != "error":
+        return
+    from drirl.reward.bundle import SINGLE_MODEL, read_manifest
+
+    models = set(read_manifest(config.reward_models)["models"])
+    if models <= {SINGLE_MODEL}:
+        return  # one model scores every category
+    missing = sorted({e.category for e in examples} - models)
+    if missing:
+        raise DataError(f"the reward bundle {config.reward_models} has no model for {', '.join(missing)} (it has "
+                        f"{', '.join(sorted(models))}): train it on the prompts aligned here, or set "
+                        "reward_fallback: single or mean", file=config.data or "bundled data", field="category")
+
+
 def build_grpo_config(config: AlignConfig, output_dir: str):
     from dataclasses import fields
 
@@ -329,6 +346,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     checkpoints = output / "checkpoints"
     seed_everything(config.seed)
     examples = examples if examples is not None else load_prompts(config)
+    check_bundle_covers(config, examples)  # before minutes of model loading, not at the first reward
     dataset = build_dataset(examples, config.system_prompt)
     eval_dataset = (build_dataset(held_out if held_out is not None else load_prompts(config, held_out=True),
                                   config.system_prompt) if config.eval_prompts else None)

@@ -558,9 +558,18 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     flags = {"safety": [degenerate_reason(r) for r in safety_responses],
              "qa": [degenerate_reason(r) for r in qa_responses],
              "jailbreak": [degenerate_reason(r) for r in jb_responses]}
-    rewards = _reward_scores(config, safety, safety_responses) if config.reward_models and safety else None
+    rewards, fallback = (_reward_scores(config, safety, safety_responses) if config.reward_models and safety
+                         else (None, []))
     summary = _summarise(config, judge, safety, safety_verdicts, qa, qa_values, jailbreak_pairs, jb_verdicts,
                          rewards, flags)
+    if any(fallback):
+        # Categories the bundle has no model for were scored by the mean of its models: said, not hidden.
+        summary["test_reward_fallback"] = {
+            "categories": sorted({p.category for p, f in zip(safety, fallback, strict=True) if f}),
+            "responses": sum(fallback), "scored_by": "the mean of every category model of the bundle"}
+        logger.warning("test_reward: %d response(s) of categories the bundle has no model for (%s) were scored by "
+                       "the mean of its models", sum(fallback),
+                       ", ".join(summary["test_reward_fallback"]["categories"]))
     # Empty answers point at a broken model or template, not at a safe model: they are degenerate, not refusals.
     summary["n"]["empty_responses"] = sum(f == "empty" for f in [*flags["safety"], *flags["jailbreak"]])
     # Prompts longer than the model's context keep their last tokens (drirl.generation.generate); say how many.
@@ -577,8 +586,9 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
                        jb_responses, jb_verdicts)
     for record, flag in zip(records, [*flags["safety"], *flags["qa"], *flags["jailbreak"]], strict=True):
         record["degenerate"], record["degenerate_reason"] = flag is not None, flag
-    for record, reward in zip(records, rewards or [], strict=False):  # the safety records come first
+    for record, reward, by_fallback in zip(records, rewards or [], fallback, strict=False):  # safety records first
         record["reward"] = reward
+        record["reward_fallback"] = by_fallback
     result = EvalResult(summary=summary, records=records)
     if config.output:
         from drirl.distributed import on_main
@@ -588,9 +598,11 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
     return result
 
 
-def _reward_scores(config: EvalConfig, prompts: list[EvalPrompt], responses: list[str]) -> list[float | None]:
-    """Each response's reward under its category's model of ``config.reward_models``; prompts go in as the chat
-    messages alignment trains on. A non-finite score is unscored (None)."""
+def _reward_scores(config: EvalConfig, prompts: list[EvalPrompt], responses: list[str]
+                   ) -> tuple[list[float | None], list[bool]]:
+    """Each response's reward under its category's model of ``config.reward_models``, and whether it came from the
+    fallback (the mean of every model, for a category the bundle lacks); prompts go in as the chat messages
+    alignment trains on. A non-finite score is unscored (None)."""
     from drirl.generation import as_messages
     from drirl.reward.bundle import CategoryRewardModels
 
@@ -600,7 +612,8 @@ def _reward_scores(config: EvalConfig, prompts: list[EvalPrompt], responses: lis
                                   device=config.device, allow_pickle=config.allow_pickle, bf16=resolved_bf16(config))
     scores = bundle.score([as_messages(p.prompt, config.system_prompt) for p in prompts], responses,
                           [p.category for p in prompts])
-    return [float(s) if math.isfinite(s) else None for s in scores]
+    fallback = [p.category not in bundle.manifest["models"] for p in prompts]
+    return [float(s) if math.isfinite(s) else None for s in scores], fallback
 
 
 def _summarise(config: EvalConfig, judge: Judge, safety: list[EvalPrompt], verdicts: list[JudgeVerdict],
