@@ -141,3 +141,26 @@ def test_stats_form_table_shows_the_same_form_for_harmful_and_benign(cli, capsys
     assert "with draft" in out and "draft words" in out and "answer words" in out
     benign_row = next(line for line in out.splitlines()[out.splitlines().index("") + 1:] if line.startswith(BENIGN))
     assert benign_row.split()[:3] == [BENIGN, "300", "100%"]
+
+
+def test_import_changes_single_labels_and_prints_the_built_in_table(cli, capsys, tmp_path):
+    from drirl.data.importers import HARMBENCH_MAPPING
+
+    assert cli(["data", "import", "harmbench", "--output", str(tmp_path / "x"), "--print-mapping"]) == 0
+    printed = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert printed["chemical_biological"] == HARMBENCH_MAPPING["chemical_biological"]
+    assert not (tmp_path / "x").exists()
+    out = tmp_path / "hb.jsonl"
+    base = tmp_path / "hb-base.jsonl"
+    assert cli(["data", "import", "harmbench", str(FIXTURES / "harmbench_behaviors.csv"), "--output", str(base)]) == 0
+    # One label moved, one dropped; every other label keeps its built-in category.
+    assert cli(["data", "import", "harmbench", str(FIXTURES / "harmbench_behaviors.csv"), "--output", str(out),
+                "--map", "chemical_biological=crime,harassment_bullying="]) == 0
+    capsys.readouterr()
+    before, after = read_examples(base), read_examples(out)
+    moved = {e.prompt for e in before if e.category == HARMBENCH_MAPPING["chemical_biological"]} - {
+        e.prompt for e in after if e.category == HARMBENCH_MAPPING["chemical_biological"]}
+    assert moved and all(e.category == "crime" for e in after if e.prompt in moved)
+    assert not any("bully" in e.prompt for e in after) and any("bully" in e.prompt for e in before)
+    assert cli(["data", "import", "generic", str(FIXTURES / "generic.csv"), "--output", str(out), "--map", "a=b"]) == 2
+    assert "--category-map" in capsys.readouterr().err

@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DrirlError as err:
         print(f"drirl: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # `drirl ... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("drirl: interrupted; rerun the same command to resume (finished stages and checkpoints are kept)",
               file=sys.stderr)

