@@ -264,3 +264,19 @@ def test_align_refuses_a_bundle_without_a_model_for_a_prompt_category(tiny_lm_pa
         check_bundle_covers(config, [*_examples(), privacy])
     check_bundle_covers(AlignConfig(output="x", reward_models=str(bundle), reward_fallback="mean"),
                         [*_examples(), privacy])  # a fallback scores it: allowed
+
+
+def test_concise_log_line_and_the_align_model_card(tiny_lm_path, tmp_path):
+    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.training import concise_log_line
+
+    line = concise_log_line({"loss": 0.1234, "reward": 0.5, "learning_rate": 2e-4, "entropy": 3.1,
+                             "scaling/alpha/std": 0.08}, 5, 30)
+    assert line == "step 5/30 · loss 0.123 · reward 0.5 · α sd 0.08 · lr 0.0002"
+    assert concise_log_line({"train_runtime": 12.0, "train_loss": 0.1}, 30, 30) is None
+    config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=1, num_generations=2,
+                         per_device_train_batch_size=4, max_completion_length=4, scaling_mode="none", bf16="false",
+                         save_steps=100)
+    card = (run_align(config, reward_funcs=[LengthReward()], examples=_examples()) / "README.md").read_text()
+    assert "# grpo policy trained with `drirl align`" in card and f"`{tiny_lm_path}`" in card
+    assert '"scaling_mode": "none"' in card and "- **Steps:** 1 in" in card

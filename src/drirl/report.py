@@ -313,8 +313,8 @@ def model_card(config: Any, result: dict[str, Any] | None,
              "", "```json", json.dumps({"run": config_to_dict(config.run), "stages": records or {}}, indent=2,
                                        default=str), "```", ""]
     if result:
-        lines += ["## Evaluation (bundled test split, offline refusal matcher)", "", "| metric | value | 95% CI |",
-                  "|---|---|---|"]
+        lines += [f"## Evaluation ({'the data' if config.run.data else 'the bundled'} test split, judge "
+                  f"{result.get('judge', '?')})", "", "| metric | value | 95% CI |", "|---|---|---|"]
         for key in HEADLINE:
             ci = result.get(f"{key}_ci") or [None, None]
             lines.append(f"| {key} | {_fmt(result.get(key))} | {_fmt(ci[0])} – {_fmt(ci[1])} |")

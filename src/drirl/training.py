@@ -133,6 +133,45 @@ def warn_if_warmup_only(args: Any, examples: int, what: str) -> bool:
     return True
 
 
+# What one training log line shows, in this order, when the trainer logged it.
+CONCISE_LOG_KEYS = (("loss", "loss"), ("reward", "reward"), ("eval_reward", "held-out reward"),
+                    ("scaling/alpha/std", "α sd"), ("accuracy", "acc"), ("rewards/accuracies", "acc"),
+                    ("learning_rate", "lr"), ("grad_norm", "grad"))
+
+
+def concise_log_line(logs: dict[str, Any], step: int, max_steps: int) -> str | None:
+    """'step 5/30 · loss 0.123 · reward 0.45 · lr 0.0002' from a trainer's log dict; None for the end-of-training
+    summary, which the stage's own report states."""
+    if "train_runtime" in logs:
+        return None
+    parts = [f"step {step}/{max_steps}" if max_steps > 0 else f"step {step}"]
+    for key, label in CONCISE_LOG_KEYS:
+        value = logs.get(key)
+        if isinstance(value, int | float):
+            parts.append(f"{label} {value:.3g}")
+    return " · ".join(parts)
+
+
+def use_concise_logging(trainer: Any) -> None:
+    """One short line per logging step instead of the trainer's ~45-key dict (every key still reaches
+    log_history.json and report_to); the whole dict again at ``--log-level DEBUG``."""
+    from transformers.trainer_callback import ProgressCallback
+
+    if logging.getLogger("drirl").getEffectiveLevel() <= logging.DEBUG:
+        return
+
+    class ConciseProgressCallback(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                line = concise_log_line(logs, state.global_step, state.max_steps)
+                if line:
+                    self.training_bar.write(line)
+
+    if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(ConciseProgressCallback)
+
+
 def top_layers(model_reference: str, count: int | None) -> list[int] | None:
     """Indices of the last ``count`` transformer layers of a model (None: every layer)."""
     if not count:

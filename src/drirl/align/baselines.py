@@ -26,7 +26,7 @@ from drirl.data.schema import BENIGN
 from drirl.errors import ConfigError, DataError
 from drirl.generation import GenerationSettings, as_messages, generate
 from drirl.io import atomic_directory, atomic_write_json
-from drirl.training import PolicyLoraSettings
+from drirl.training import PolicyLoraSettings, check_report_to, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,6 @@ class _PolicyTrainingConfig(PolicyLoraSettings):
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
-        from drirl.training import check_report_to
-
         self.check_lora()
         check_report_to(self.report_to)
         if self.save_dtype not in SAVE_DTYPES:
@@ -388,6 +386,7 @@ def train_sft(examples: Iterable[Any], model: str, output_dir: str | Path,
     trainer = SFTTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=_lora_config(config, model) if config.use_lora else None)
     logger.info("SFT: %d demonstrations, base %s", len(examples), model)
+    use_concise_logging(trainer)
     trainer.train()
     manifest = _manifest("sft", model, config, trainer, started, train_examples=len(examples), train_rows=len(rows))
     return _finish(trainer, tokenizer, model, output_dir, work_dir, config, manifest)
@@ -641,6 +640,7 @@ def train_dpo(examples: Iterable[Any], rejected: dict[str, list[str]] | None, mo
                             processing_class=tokenizer,
                             peft_config=_lora_config(config, model) if config.use_lora else None)
     logger.info("DPO: %d pairs from %d examples, base %s", len(rows), len(examples), model)
+    use_concise_logging(trainer)
     trainer.train()
     method = "dpo" if config.scaling_mode == "none" else "dpo-s"
     manifest = _manifest(method, model, config, trainer, started, train_examples=len(examples), train_pairs=len(rows),

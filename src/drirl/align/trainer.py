@@ -18,8 +18,8 @@ from drirl.align.settings import ScalingConfig, check_outlier_tau
 from drirl.config import config_hash, config_to_dict, help_field
 from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
-from drirl.io import atomic_write_json
-from drirl.training import PolicyLoraSettings
+from drirl.io import atomic_write_json, atomic_write_text
+from drirl.training import PolicyLoraSettings, check_report_to, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,6 @@ class AlignConfig(PolicyLoraSettings, ScalingConfig):
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
-        from drirl.training import check_report_to
-
         self.check_scaling()
         self.check_lora()
         check_report_to(self.report_to)
@@ -368,6 +366,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
         trainer.load_scaling_state(checkpoint)
+    use_concise_logging(trainer)
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - started
@@ -383,7 +382,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     on_main(_save_model, trained, tokenizer, final)
     rewards = [h["reward"] for h in history if "reward" in h]
     held_out_rewards = [{"step": h["step"], "reward": h["eval_reward"]} for h in history if "eval_reward" in h]
-    on_main(atomic_write_json, output / "alignment.json", {
+    record = {
         "method": "grpo-s" if config.scaling_mode != "none" else "grpo",
         "config": config_to_dict(config), "config_hash": config_hash(config),
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
@@ -393,7 +392,9 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
         "scaling_rates": {name: _mean_logged(history, f"scaling/{name}")
                           for name in ("fraction_clipped", "fraction_masked")},
         "scaling_state": trainer.scaling_state(),
-    })
+    }
+    on_main(atomic_write_json, output / "alignment.json", record)
+    on_main(atomic_write_text, final / "README.md", align_model_card(config, record))
     logger.info("aligned policy written to %s (%.0f s)", final, seconds)
     return final
 
@@ -409,6 +410,23 @@ def _save_model(model: Any, tokenizer: Any, folder: Path) -> None:
 def _mean_logged(history: list[dict[str, Any]], key: str) -> float | None:
     values = [float(h[key]) for h in history if key in h]
     return round(sum(values) / len(values), 4) if values else None
+
+
+def align_model_card(config: AlignConfig, record: dict[str, Any]) -> str:
+    """README.md of a `drirl align` model: what it started from, what rewarded it, and the settings that ran."""
+    reward = config.reward_models or config.external_reward_model or "reward functions given in Python"
+    first, last = record.get("reward_first"), record.get("reward_last")
+    lines = ["---", "library_name: transformers", "tags: [drirl, safety, grpo]", "---", "",
+             f"# {record['method']} policy trained with `drirl align`", "",
+             f"- **Started from:** `{config.policy}`",
+             f"- **Rewards:** `{reward}`",
+             f"- **Prompts:** {config.data or 'the bundled drirl set'} (train split), "
+             f"{record['train_prompts']} prompts",
+             f"- **Steps:** {record['steps']} in {record['train_seconds']} s; training reward "
+             f"{'–' if first is None else f'{first:.3f}'} → {'–' if last is None else f'{last:.3f}'}", "",
+             "## Settings it was trained with", "", "```json", json.dumps(record["config"], indent=2, default=str),
+             "```", ""]
+    return "\n".join(lines)
 
 
 def read_history(output: str | Path) -> list[dict[str, Any]]:

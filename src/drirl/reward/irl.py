@@ -50,7 +50,7 @@ from drirl.io import atomic_directory, atomic_write_json, is_temporary, remove_t
 from drirl.reward.bundle import BUNDLE_FORMAT, MANIFEST, SINGLE_MODEL
 from drirl.reward.negatives import sample_negatives
 from drirl.reward.scoring import encode_pair, fit_max_length
-from drirl.training import top_layers
+from drirl.training import check_report_to, top_layers, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,6 @@ class RewardTrainConfig:
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
     def __post_init__(self) -> None:
-        from drirl.training import check_report_to
-
         check_report_to(self.report_to)
         if self.rounds < 1:
             raise ValueError("rounds must be >= 1")
@@ -367,6 +365,7 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
                             processing_class=tokenizer,
                             peft_config=peft_config)
     started = time.time()
+    use_concise_logging(trainer)
     result = trainer.train()
     logged = [h for h in trainer.state.log_history if "accuracy" in h]
     metrics = {"train_pairs": len(rows), "truncated_sequences": stats.get("truncated", 0),
