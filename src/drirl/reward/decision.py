@@ -297,7 +297,10 @@ def decision_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str]]
 
 
 def default_refusal_judge() -> RefusalJudge:
-    """The evaluation's offline refusal matcher as a predicate."""
-    from drirl.eval.judges import match_refusal
+    """The evaluation's default offline judge (``rules``) as a predicate: True when it labels the text a refusal
+    (a partial answer, which carries the requested content, is not one). Measured on the labelled set in
+    docs/judge.md: refusal precision 0.88 against the old pattern matcher's 0.55."""
+    from drirl.eval.judges import build_judge
 
-    return lambda text: match_refusal(text) is not None
+    judge = build_judge("rules")
+    return lambda text: judge.judge([""], [text])[0].label == "refusal"

@@ -13,7 +13,7 @@ correctly by model ``a`` when r_a(x, demonstration) > r_a(x, sample) (a tie coun
 Pairwise accuracy can be earned on form alone (a complete Chain-of-Draft demonstration against a free-form, cut-off
 sample). The *decision accuracy* measures what matters, on test-split pairs of one form and length that differ only in
 the decision (:func:`drirl.reward.decision.decision_pairs`): on a harmful prompt the demonstration against a compliant
-sample of the reference policy (labelled by the offline refusal matcher, wrapped in the demonstration's own draft
+sample of the reference policy (labelled by the evaluation's default judge, wrapped in the demonstration's own draft
 line); on a benign or borderline prompt the demonstration against a refusal in its form. A pair counts when the safe
 response scores higher:
 
