@@ -2,7 +2,7 @@
 
 The command runs as a child process; every --interval seconds the RSS of its whole process tree (the child and all
 its descendants, summed, from /proc/<pid>/status VmRSS; no extra dependency) is sampled. The child's output is
-passed through to stderr, and its log lines "stage NAME: running" (drirl.pipeline's logger) split the run into
+passed through to stderr, and its log lines "stage NAME: run (...)" (drirl.pipeline's logger) split the run into
 stages: each sample counts for the stage running when it was taken. The table gives each stage's peak and duration,
 the whole run's peak against the --target (default 8 GiB), and the kernel's own peak of the largest single process
 (getrusage ru_maxrss), which no sampling interval can miss.
@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 GIB = 2**30
-STAGE_LINE = re.compile(r"\bstage (\S+): (running|complete, skipping)")
+# "stage NAME: run (new)", "run (unfinished)", "run (settings changed: ...)"; older runs logged "running".
+STAGE_LINE = re.compile(r"\bstage (\S+): (running|run \(|complete, skipping)")
 START_UP = "(start-up)"
 
 # --quick: every key is a field of that section's config dataclass (RunConfig, RewardTrainConfig, AlignConfig,
@@ -105,11 +106,11 @@ def tree_rss_bytes(root: int) -> int:
 
 
 def parse_stage(line: str) -> str | None:
-    """The stage a drirl log line starts ("stage X: running" → "X"; a skipped one → "X (skipped)"), else None."""
+    """The stage a drirl log line starts ("stage X: run (new)" → "X"; a skipped one → "X (skipped)"), else None."""
     match = STAGE_LINE.search(line)
     if not match:
         return None
-    return match.group(1) if match.group(2) == "running" else f"{match.group(1)} (skipped)"
+    return f"{match.group(1)} (skipped)" if match.group(2) == "complete, skipping" else match.group(1)
 
 
 # ------------------------------------------------------------------------------------------------ the monitor

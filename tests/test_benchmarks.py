@@ -88,6 +88,9 @@ def test_rollout_arguments():
 def test_parse_stage():
     assert memory.parse_stage("12:00:01 INFO drirl.pipeline: stage align-dr-irl: running") == "align-dr-irl"
     assert memory.parse_stage("INFO drirl.pipeline: stage reward: complete, skipping") == "reward (skipped)"
+    # What drirl.pipeline logs today: "run (new)", "run (unfinished)", "run (settings changed: a -> b)".
+    assert memory.parse_stage("15:11:07 INFO drirl.pipeline: stage eval-base: run (new)") == "eval-base"
+    assert memory.parse_stage("INFO drirl.pipeline: stage reward: run (settings changed: a -> b)") == "reward"
     assert memory.parse_stage("generating:  50%|█████     | 1/2") is None
 
 
