@@ -389,7 +389,7 @@ def test_cli_json_prints_one_object(cli_main, tiny_lm_path, monkeypatch, capsys,
     import drirl.eval.harness as harness
 
     # The CLI reads the bundled test split; a small list keeps the test fast and independent of the data stage.
-    monkeypatch.setattr(harness, "load_eval_examples", lambda path: EXAMPLES)
+    monkeypatch.setattr(harness, "load_eval_examples", lambda path, split="test": EXAMPLES)
     qa_path = tmp_path / "qa.jsonl"
     qa_path.write_text("\n".join(json.dumps(q) for q in QA) + "\n")
     code = cli_main(["eval", str(tiny_lm_path), "--json", "--max_new_tokens", "3", "--qa_data", str(qa_path),

@@ -252,18 +252,18 @@ def test_warm_up_longer_than_the_run_is_refused():
 def test_align_refuses_a_bundle_without_a_model_for_a_prompt_category(tiny_lm_path, tmp_path_factory):
     from test_reward_support import shared_bundle
 
-    from drirl.align.trainer import AlignConfig, check_bundle_covers
+    from drirl.align.trainer import check_bundle_covers
     from drirl.errors import DataError
+    from drirl.reward.bundle import CategoryRewardModels
 
     bundle = shared_bundle(tmp_path_factory, tiny_lm_path)  # models for benign, crime and insult
     privacy = Example(id="privacy-1", prompt="Find my neighbour's address.", category="privacy",
                       demonstration="Draft: privacy -> refuse\nAnswer: I can't.", source="test", split="train")
-    config = AlignConfig(output="x", reward_models=str(bundle))
-    check_bundle_covers(config, _examples())  # crime, insult, benign: covered
-    with pytest.raises(DataError, match=r"has no model for privacy \(it has benign, crime, insult\)"):
-        check_bundle_covers(config, [*_examples(), privacy])
-    check_bundle_covers(AlignConfig(output="x", reward_models=str(bundle), reward_fallback="mean"),
-                        [*_examples(), privacy])  # a fallback scores it: allowed
+    strict = CategoryRewardModels(bundle, device="cpu")
+    check_bundle_covers([strict, LengthReward()], _examples())  # crime, insult, benign: covered
+    with pytest.raises(DataError, match="no reward model for category 'privacy'"):
+        check_bundle_covers([strict], [*_examples(), privacy])
+    check_bundle_covers([CategoryRewardModels(bundle, device="cpu", fallback="mean")], [*_examples(), privacy])
 
 
 def test_concise_log_line_and_the_align_model_card(tiny_lm_path, tmp_path):

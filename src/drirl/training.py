@@ -65,9 +65,10 @@ REPORT_TO = {"none": None, "tensorboard": ("tensorboard", "pip install 'drirl[te
              "wandb": ("wandb", "pip install wandb"), "mlflow": ("mlflow", "pip install mlflow")}
 
 
-def check_report_to(value: str | list[str]) -> None:
-    """ConfigError (key ``report_to``) for an unknown logger or one whose package is missing; checked when a config
-    is built, so a typo fails before any training instead of as a traceback from inside transformers."""
+def check_report_to(value: str | list[str], *, installed: bool = False) -> None:
+    """ConfigError (key ``report_to``) for an unknown logger, and with ``installed`` for one whose package is
+    missing. The name is checked when a config is built (a typo fails before any training instead of as a traceback
+    from inside transformers); the package when training starts, so a recipe still loads on a machine without it."""
     import importlib.util
 
     from drirl.errors import ConfigError
@@ -76,7 +77,7 @@ def check_report_to(value: str | list[str]) -> None:
         if name not in REPORT_TO:
             raise ConfigError(f"unknown logger {name!r}; choose {', '.join(REPORT_TO)}", key="report_to")
         needs = REPORT_TO[name]
-        if needs and importlib.util.find_spec(needs[0]) is None:
+        if installed and needs and importlib.util.find_spec(needs[0]) is None:
             raise ConfigError(f"{name} is not installed: {needs[1]}", key="report_to")
 
 
@@ -87,7 +88,7 @@ def trainer_arguments(output_dir: str, *, seed: int, learning_rate: float, bf16:
                       gradient_checkpointing: bool = False, **extra: Any) -> dict[str, Any]:
     """Keyword arguments common to every TRL config (RewardConfig, SFTConfig, DPOConfig, GRPOConfig)."""
     use_bf16 = resolve_bf16(bf16)
-    check_report_to(report_to)
+    check_report_to(report_to, installed=True)
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
         "seed": seed,

@@ -251,21 +251,15 @@ def policy_torch_dtype(setting: str, bf16: bool | str, rollout_backend: str = "d
     return torch.bfloat16 if resolve_bf16(bf16) and (has_cuda() or static_cache) else torch.float32
 
 
-def check_bundle_covers(config: AlignConfig, examples: list[Any]) -> None:
-    """DataError when a per-category bundle has no model for a category of the training prompts and
-    ``reward_fallback`` is ``error``: the bundle was trained on other data than the prompts being aligned."""
-    if not config.reward_models or config.reward_fallback != "error":
-        return
-    from drirl.reward.bundle import SINGLE_MODEL, read_manifest
-
-    models = set(read_manifest(config.reward_models)["models"])
-    if models <= {SINGLE_MODEL}:
-        return  # one model scores every category
-    missing = sorted({e.category for e in examples} - models)
-    if missing:
-        raise DataError(f"the reward bundle {config.reward_models} has no model for {', '.join(missing)} (it has "
-                        f"{', '.join(sorted(models))}): train it on the prompts aligned here, or set "
-                        "reward_fallback: single or mean", file=config.data or "bundled data", field="category")
+def check_bundle_covers(reward_funcs: list[Any], examples: list[Any]) -> None:
+    """Route every category of the training prompts through each category-routed reward function now: a bundle
+    trained on other data, with no model for a category and ``reward_fallback: error``, fails here (DataError
+    naming the category and the bundle's models) instead of at the first reward, after the policy has loaded."""
+    categories = sorted({e.category for e in examples})
+    for func in reward_funcs:
+        if hasattr(func, "route"):
+            for category in categories:
+                func.route(category)
 
 
 def build_grpo_config(config: AlignConfig, output_dir: str):
@@ -344,11 +338,11 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     checkpoints = output / "checkpoints"
     seed_everything(config.seed)
     examples = examples if examples is not None else load_prompts(config)
-    check_bundle_covers(config, examples)  # before minutes of model loading, not at the first reward
     dataset = build_dataset(examples, config.system_prompt)
     eval_dataset = (build_dataset(held_out if held_out is not None else load_prompts(config, held_out=True),
                                   config.system_prompt) if config.eval_prompts else None)
     reward_funcs = reward_funcs if reward_funcs is not None else build_reward_funcs(config)
+    check_bundle_covers(reward_funcs, examples)  # before the policy loads, not at the first reward
     tokenizer = load_tokenizer(config.policy, trust_remote_code=config.trust_remote_code)
     model = load_causal_lm(config.policy, trust_remote_code=config.trust_remote_code,
                            allow_pickle=config.allow_pickle, tokenizer=tokenizer,
