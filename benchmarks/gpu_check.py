@@ -170,7 +170,7 @@ def section_align(args: argparse.Namespace, backend: str, checks: list[Check], d
     code = drirl(["--log-level", "WARNING", "reward", "train", "--output", str(bundle), "--policy", args.model,
                   "--max_prompts_per_category", str(args.rm_prompts), "--num_train_epochs", "1",
                   "--negatives_per_prompt", "1", "--negative_max_new_tokens", str(args.max_new_tokens),
-                  "--eval_max_prompts_per_category", "2"])
+                  "--eval_max_prompts_per_category", "2", "--negatives_cache", str(work / "negatives")])
     rm_seconds = time.perf_counter() - started
     if code:
         raise RuntimeError(f"drirl reward train exited {code}")
