@@ -85,9 +85,9 @@ def _import(args: argparse.Namespace) -> int:
 
     source = importer_name(args.source)
     if args.print_mapping:
-        from drirl.data.importers import BUILTIN_MAPPINGS
+        from drirl.data.importers import MAPPINGS
 
-        table = BUILTIN_MAPPINGS.get(source)
+        table = MAPPINGS.get(source)
         if table is None:
             raise ConfigError("the generic source has no built-in table: give --category-map", key="source")
         width = max(map(len, table))
@@ -103,10 +103,10 @@ def _import(args: argparse.Namespace) -> int:
         if source == "generic":
             raise ConfigError("--map changes labels of a built-in table; the generic source takes --category-map",
                               key="map")
-        from drirl.data.importers import BUILTIN_MAPPINGS
+        from drirl.data.importers import MAPPINGS
 
         # Single labels changed on top of the file's table, or of the built-in one: the rest stays as it was.
-        base = kwargs.get("mapping", BUILTIN_MAPPINGS[source])
+        base = kwargs.get("mapping", MAPPINGS[source])
         kwargs["mapping"] = {**base, **{k: (v or None) for k, v in _parse_pairs(args.map, "map").items()}}
     if source == "generic":
         kwargs["columns"] = _parse_pairs(args.columns, "columns")

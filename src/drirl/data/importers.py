@@ -737,17 +737,6 @@ def import_generic(path: str | os.PathLike, *, columns: dict[str, str] | None = 
     return _finish(collector, external)
 
 
-# Each source's built-in label table (``drirl data import SOURCE --print-mapping``); generic has none.
-BUILTIN_MAPPINGS: dict[str, dict[str, str | None]] = {
-    "do-not-answer": DO_NOT_ANSWER_MAPPING,
-    "safety-prompts": SAFETY_PROMPTS_MAPPING,
-    "pku-saferlhf": PKU_SAFERLHF_MAPPING,
-    "beavertails": BEAVERTAILS_MAPPING,
-    "harmbench": HARMBENCH_MAPPING,
-    "strongreject": STRONGREJECT_MAPPING,
-    "xstest": XSTEST_MAPPING,
-}
-
 IMPORTERS: dict[str, Callable[..., list[Example]]] = {
     "do-not-answer": import_do_not_answer,
     "safety-prompts": import_safety_prompts,
