@@ -280,3 +280,33 @@ def test_concise_log_line_and_the_align_model_card(tiny_lm_path, tmp_path):
     card = (run_align(config, reward_funcs=[LengthReward()], examples=_examples()) / "README.md").read_text()
     assert "# grpo policy trained with `drirl align`" in card and f"`{tiny_lm_path}`" in card
     assert '"scaling_mode": "none"' in card and "- **Steps:** 1 in" in card
+
+
+def test_drirl_align_never_resumes_checkpoints_another_run_left(tiny_lm_path, tmp_path, tmp_path_factory, caplog):
+    """A folder holding an earlier run's checkpoint (other settings): removed with a warning, training from step 0."""
+    from test_reward_support import shared_bundle
+
+    from drirl.align.grpo_s import SCALING_STATE_FILE
+    from drirl.align.trainer import CHECKPOINT_HASH_FILE, last_checkpoint
+    from drirl.cli import main
+
+    bundle = shared_bundle(tmp_path_factory, tiny_lm_path)
+    output = tmp_path / "policy"
+    leftover = output / "checkpoints" / "checkpoint-3"
+    leftover.mkdir(parents=True)
+    (leftover / "trainer_state.json").write_text("{}")
+    (leftover / SCALING_STATE_FILE).write_text("{}")  # complete as far as last_checkpoint can tell
+    (output / CHECKPOINT_HASH_FILE).write_text(json.dumps({"config_hash": "another-run"}))
+    assert last_checkpoint(output / "checkpoints") == str(leftover)  # what --resume would have picked up
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in _examples()))
+    with caplog.at_level("WARNING"):
+        code = main(["--log-level", "WARNING", "align", "--policy", str(tiny_lm_path), "--reward_models", str(bundle),
+                     "--data", str(data), "--output", str(output), "--max_steps", "1", "--num_generations", "2",
+                     "--per_device_train_batch_size", "4", "--max_completion_length", "4", "--bf16", "false",
+                     "--scaling_mode", "none", "--save_steps", "100", "--resume"])
+    assert code == 0
+    assert "were written with other settings (hash another-run" in caplog.text
+    assert not leftover.exists()
+    history = json.loads((output / "log_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1]

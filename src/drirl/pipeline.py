@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl import distributed
+from drirl.align.trainer import CHECKPOINT_HASH_FILE, prepare_checkpoints  # noqa: F401 (re-exported)
 from drirl.config import config_from_dict, config_to_dict, help_field, read_yaml
 from drirl.errors import COMMAND_LINE, ConfigError
 from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, sha256_json
@@ -36,7 +37,6 @@ STAGE_FILE = "stage.json"
 # Beside a reward bundle trained from another stage's output: that stage's hash at training time.
 BUNDLE_INPUTS_FILE = "bundle_inputs.json"
 # Beside an alignment stage's checkpoints: the hash of the settings they were written with.
-CHECKPOINT_HASH_FILE = "checkpoints_hash.json"
 WARM_STARTS = ("none", "sft")
 REWARD_NEGATIVES = ("policy", "policy+warm_start")
 SECTIONS = ("run", "reward", "align", "eval", "sft", "dpo", "bon")
@@ -456,28 +456,6 @@ def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, 
     timings[stage.name] = time.time() - started
     stage.complete(outputs, timings[stage.name])
     return outputs
-
-
-def prepare_checkpoints(run_dir: Path, settings_hash: str) -> str | None:
-    """Make ``run_dir/checkpoints`` safe to resume: keep them only when written with ``settings_hash``.
-
-    Checkpoints without a hash file, or with another one, came from other settings (a changed learning rate, an
-    earlier run's leftovers): they are removed so training starts fresh. The hash is written before training starts,
-    so a checkpoint of an interrupted run is found again by the rerun with the same settings. Returns why the old
-    checkpoints were removed, or None.
-    """
-    checkpoints = run_dir / "checkpoints"
-    marker = run_dir / CHECKPOINT_HASH_FILE
-    recorded = (_read_json(marker) or {}).get("config_hash") if marker.is_file() else None
-    reason = None
-    if checkpoints.is_dir() and any(checkpoints.iterdir()) and recorded != settings_hash:
-        reason = (f"checkpoints in {checkpoints} were written with other settings (hash {recorded or 'unknown'}, "
-                  f"now {settings_hash}): removed, training starts fresh")
-        logger.warning("%s", reason)
-        shutil.rmtree(checkpoints)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"config_hash": settings_hash})
-    return reason
 
 
 @dataclass

@@ -296,6 +296,37 @@ def build_grpo_config(config: AlignConfig, output_dir: str):
     return GRPOSConfig(**kwargs)
 
 
+# Beside an align run's checkpoints: the hash of the settings they were written with.
+CHECKPOINT_HASH_FILE = "checkpoints_hash.json"
+
+
+def prepare_checkpoints(run_dir: Path, settings_hash: str) -> str | None:
+    """Make ``run_dir/checkpoints`` safe to resume: keep them only when written with ``settings_hash``.
+
+    Checkpoints without a hash file, or with another one, came from other settings (a changed learning rate, an
+    earlier run's leftovers): they are removed so training starts fresh. The hash is written before training starts,
+    so a checkpoint of an interrupted run is found again by the rerun with the same settings. Returns why the old
+    checkpoints were removed, or None.
+    """
+    checkpoints = run_dir / "checkpoints"
+    marker = run_dir / CHECKPOINT_HASH_FILE
+    try:
+        recorded = json.loads(marker.read_text()).get("config_hash") if marker.is_file() else None
+    except (OSError, ValueError, AttributeError):  # a marker a killed run did not finish writing
+        recorded = None
+    reason = None
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and recorded != settings_hash:
+        reason = (f"checkpoints in {checkpoints} were written with other settings (hash {recorded or 'unknown'}, "
+                  f"now {settings_hash}): removed, training starts fresh")
+        logger.warning("%s", reason)
+        import shutil
+
+        shutil.rmtree(checkpoints)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"config_hash": settings_hash})
+    return reason
+
+
 def last_checkpoint(folder: Path) -> str | None:
     """The newest *complete* checkpoint; incomplete ones (a kill while saving) are removed.
 
