@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from drirl import distributed
-from drirl.align.trainer import CHECKPOINT_HASH_FILE, prepare_checkpoints  # noqa: F401 (re-exported)
 from drirl.config import config_from_dict, config_to_dict, help_field, read_yaml
 from drirl.errors import COMMAND_LINE, ConfigError
 from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, sha256_json
@@ -598,8 +597,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
         def align(ac=ac, stage=stage):
             from drirl.align.trainer import run_align
 
-            distributed.on_main(prepare_checkpoints, Path(ac.output), stage.hash)
-            return {"model": str(run_align(ac, resume=True)), "run": ac.output}
+            return {"model": str(run_align(ac, resume=True, checkpoint_hash=stage.hash)), "run": ac.output}
 
         plan.add(stage, align, AlignConfig)
         plan.models[(method.name, seed)] = str(Path(ac.output) / "model")

@@ -14,16 +14,11 @@ examples:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from drirl.align.trainer import AlignConfig, prepare_checkpoints, run_align
-    from drirl.config import config_from_args, config_hash, section_if_present
-    from drirl.distributed import on_main
+    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.config import config_from_args, section_if_present
 
     section = args.section or section_if_present(args.config, "align")
     config = config_from_args(AlignConfig, args, config_path=args.config, section=section)
-    # Checkpoints another run (other settings) left in OUTPUT are removed with a warning, never resumed.
-    on_main(prepare_checkpoints, Path(config.output), config_hash(config))
     path = run_align(config, resume=args.resume)
     print(path)
     return 0

@@ -351,7 +351,7 @@ def last_checkpoint(folder: Path) -> str | None:
 
 def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[Any] | None = None,
               examples: list[Any] | None = None, held_out: list[Any] | None = None,
-              text_encoder: Any = None) -> Path:
+              text_encoder: Any = None, checkpoint_hash: str | None = None) -> Path:
     """Train, then save the merged policy to ``<output>/model``; returns that folder.
 
     ``examples`` and ``held_out`` replace the prompts :func:`load_prompts` would pick for training and for the
@@ -385,6 +385,9 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     trainer = GRPOSTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                            eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config,
                            text_encoder=text_encoder)
+    # Checkpoints written with other settings (another run's leftovers, a changed learning rate) are removed, never
+    # resumed; done once every input has loaded, so a bad input leaves no folder behind.
+    on_main(prepare_checkpoints, output, checkpoint_hash or config_hash(config))
     checkpoint = last_checkpoint(checkpoints) if resume else None
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from scratch", checkpoints)
