@@ -17,6 +17,7 @@ The pipeline's rules, built from these helpers:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -94,6 +95,9 @@ def setup() -> None:
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
             backend = "gloo"
         dist.init_process_group(backend=backend, timeout=_timeout())
+        # Tear the group down before the interpreter does: gloo's threads still running at exit abort the process
+        # ("terminate called without an active exception"), which turned a finished run into exit code -6.
+        atexit.register(teardown)
         if rank() != 0:
             logging.getLogger("drirl").setLevel(max(logging.WARNING, logging.getLogger("drirl").level))
         logger.info("torch.distributed initialised: %d processes, backend %s", world_size(), backend)
@@ -101,6 +105,16 @@ def setup() -> None:
         # new_group is collective: every rank reaches this line once, at the same point of the program.
         _object_group = (dist.group.WORLD if dist.get_backend() == "gloo"
                          else dist.new_group(backend="gloo", timeout=_timeout()))
+
+
+def teardown() -> None:
+    """Destroy the process group this module initialised (a local call: no other rank needs to take part)."""
+    global _object_group
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _object_group = None
 
 
 def _group() -> Any:
