@@ -157,7 +157,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
         calls.append(("baseline", "sft"))
         return target
 
-    def fake_align(ac, resume=False):
+    def fake_align(ac, resume=False, checkpoint_hash=None):
         calls.append(("align", ac.policy))
         return Path(ac.output) / "model"
 

@@ -31,7 +31,7 @@ def fake_stages(monkeypatch):
         (Path(target) / "config.json").write_text("{}")
         return Path(target)
 
-    def fake_align(ac, resume=False):
+    def fake_align(ac, resume=False, checkpoint_hash=None):
         calls["align"].append(ac)
         model = Path(ac.output) / "model"
         model.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def test_a_stage_rerun_with_new_settings_drops_its_old_record_first(tmp_path, fa
     stage = tmp_path / "run" / "align-dr-irl" / "stage.json"
     assert stage.is_file()
 
-    def crash(ac, resume=False):
+    def crash(ac, resume=False, checkpoint_hash=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "run_align", crash)
