@@ -114,12 +114,18 @@ def accuracy_table(result: dict[str, Any]) -> str:
                      f"{_fmt(result['pairwise_accuracy'].get(category)):>9s}")
     lines.append(f"{'mean':16s} {'':>6s} {_fmt(result['mean_pairwise_accuracy']):>9s}")
     lines.append("")
-    width = max(8, *(len(c) for c in categories))
-    lines.append("cross-category accuracy (row: reward model, column: pairs of category)")
-    lines.append(f"{'model':16s} " + " ".join(f"{c[:width]:>{width}s}" for c in categories))
-    for model, row in result["cross_category"].items():
-        lines.append(f"{model:16s} " + " ".join(f"{_fmt(row.get(c)):>{width}s}" for c in categories))
+    lines += _matrix_lines("cross-category accuracy", categories, result["cross_category"])
     return "\n".join(lines)
+
+
+def _matrix_lines(title: str, categories: list[str], matrix: dict[str, dict[str, Any]]) -> list[str]:
+    """A cross-category matrix, one row per reward model, one column per category of pairs."""
+    width = max(8, *(len(c) for c in categories))
+    lines = [f"{title} (row: reward model, column: pairs of category)",
+             f"{'model':16s} " + " ".join(f"{c[:width]:>{width}s}" for c in categories)]
+    for model, row in matrix.items():
+        lines.append(f"{model:16s} " + " ".join(f"{_fmt(row.get(c)):>{width}s}" for c in categories))
+    return lines
 
 
 def decision_table(result: dict[str, Any]) -> str:
@@ -134,11 +140,7 @@ def decision_table(result: dict[str, Any]) -> str:
     for key in ("harmful", "benign", "borderline"):
         lines.append(f"{key:16s} {'':>6s} {_fmt(decision.get(key)):>9s}")
     lines.append("")
-    width = max(8, *(len(c) for c in categories))
-    lines.append("cross-category decision accuracy (row: reward model, column: pairs of category)")
-    lines.append(f"{'model':16s} " + " ".join(f"{c[:width]:>{width}s}" for c in categories))
-    for model, row in result["decision_cross_category"].items():
-        lines.append(f"{model:16s} " + " ".join(f"{_fmt(row.get(c)):>{width}s}" for c in categories))
+    lines += _matrix_lines("cross-category decision accuracy", categories, result["decision_cross_category"])
     return "\n".join(lines)
 
 
