@@ -67,7 +67,7 @@ def run(model: str, trainer: str, steps: int, *, prompts: int, generations: int,
     with the same settings, so ``grpo-s`` / ``trl`` is the cost of scaling alone.
     """
     from drirl.align.grpo_s import GRPOSTrainer
-    from drirl.align.trainer import AlignConfig, build_dataset, build_grpo_config, load_prompts, policy_torch_dtype
+    from drirl.align.recipe import AlignConfig, build_dataset, build_grpo_config, load_prompts, policy_torch_dtype
     from drirl.models import load_causal_lm, load_tokenizer
 
     defaults = trainer == "trl-defaults"

@@ -235,7 +235,7 @@ def drirl_runner(model: Any, tokenizer: Any, prompts: list[str], args: argparse.
 def drirl_uses_autocast(model: Any) -> bool:
     import torch
 
-    from drirl.training import resolve_bf16
+    from drirl.trainer_setup import resolve_bf16
 
     param = next(model.parameters())
     return param.device.type == "cpu" and param.dtype == torch.float32 and resolve_bf16("auto")

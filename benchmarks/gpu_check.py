@@ -69,7 +69,7 @@ def _reason(err: BaseException) -> str:
 
 def policy_dtype_name(backend: str) -> str:
     """The dtype drirl loads a policy in here (``policy_dtype: auto``) for this rollout backend."""
-    from drirl.align.trainer import policy_torch_dtype
+    from drirl.align.recipe import policy_torch_dtype
 
     return str(policy_torch_dtype("auto", "auto", backend)).removeprefix("torch.")
 

@@ -16,7 +16,7 @@ import sys
 import torch
 from tiny_models import LengthReward
 
-from drirl.align.trainer import AlignConfig, build_dataset, build_grpo_config
+from drirl.align.recipe import AlignConfig, build_dataset, build_grpo_config
 from drirl.data.schema import Example
 
 CATEGORIES = ["crime", "insult", "crime", "fraud"]

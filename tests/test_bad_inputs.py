@@ -620,7 +620,7 @@ def test_nonfinite_rewards_are_masked_counted_and_overlong_prompts_skipped(tiny_
     import torch
 
     from drirl.align import grpo_s
-    from drirl.align.trainer import AlignConfig, read_history, run_align
+    from drirl.align.recipe import AlignConfig, read_history, run_align
     from drirl.data.schema import Example
 
     torch.set_num_threads(1)

@@ -101,7 +101,7 @@ def test_process_tree_follows_descendants_only():
 
 
 def test_quick_overrides_are_fields_of_the_stage_configs(tmp_path):
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.data.schema import read_examples
     from drirl.eval.harness import EvalConfig
     from drirl.pipeline import RunConfig
@@ -181,7 +181,7 @@ def test_verdict_treats_values_as_costs():
 
 
 def test_rollout_backends_map_to_trl_fields():
-    from drirl.align.trainer import AlignConfig, build_grpo_config, rollout_arguments
+    from drirl.align.recipe import AlignConfig, build_grpo_config, rollout_arguments
     from drirl.errors import ConfigError
 
     assert rollout_arguments("dynamic") == {}
@@ -198,8 +198,8 @@ def test_rollout_backends_map_to_trl_fields():
 def test_policy_dtype_is_float32_on_a_cpu_and_follows_an_explicit_setting(monkeypatch):
     import torch
 
-    from drirl import training
-    from drirl.align.trainer import policy_torch_dtype
+    from drirl import trainer_setup as training
+    from drirl.align.recipe import policy_torch_dtype
 
     monkeypatch.setattr(training, "has_cuda", lambda: False)
     assert policy_torch_dtype("auto", "true") is torch.float32  # bf16 runs under autocast on a CPU

@@ -15,7 +15,7 @@ from drirl.data.schema import BENIGN, Example, read_card, read_examples, write_e
 FIXTURES = Path(__file__).parent / "fixtures" / "importers"
 HARM_IDS = ["insult", "discrimination", "crime", "physical_harm", "mental_health", "privacy", "ethics"]
 # drirl.cli registers every stage; stages other engineers have not written yet are stood in for by a no-op.
-_OTHER_STAGES = ["drirl.align.commands", "drirl.eval.commands", "drirl.reward.commands", "drirl.pipeline_commands"]
+_OTHER_STAGES = ["drirl.commands.align", "drirl.commands.eval", "drirl.commands.reward", "drirl.commands.run"]
 
 
 @pytest.fixture

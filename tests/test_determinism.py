@@ -49,7 +49,7 @@ def _ids(examples: list[Example]) -> list[str]:
 
 
 def test_data_splits_and_balancing_are_deterministic():
-    from drirl.align.trainer import AlignConfig, load_prompts
+    from drirl.align.recipe import AlignConfig, load_prompts
     from drirl.data.balance import BalanceConfig, balance
     from drirl.data.schema import default_taxonomy, load_bundled, split_examples, train_examples
     from drirl.reward.irl import RewardTrainConfig, load_training_examples
@@ -111,7 +111,7 @@ def test_reward_models_trained_twice_score_identically(tmp_path, tiny_lm_path):
 def test_grpo_s_first_steps_are_identical(tiny_lm_path, tmp_path):
     """Two GRPO-S runs (α^D and α^M, sampled rollouts, LoRA) with seed 0 and max_steps 2 log the same history;
     a run with seed 1 does not."""
-    from drirl.align.trainer import AlignConfig, read_history, run_align
+    from drirl.align.recipe import AlignConfig, read_history, run_align
     from drirl.models import load_text_encoder
 
     encoder = load_text_encoder("minilm")

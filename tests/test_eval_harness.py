@@ -184,7 +184,7 @@ def test_test_reward_is_the_bundle_score_of_each_response(tiny_lm_path, tiny_pol
 
     from drirl.generation import as_messages
     from drirl.reward.bundle import CategoryRewardModels
-    from drirl.training import resolve_bf16
+    from drirl.trainer_setup import resolve_bf16
 
     bundle = shared_bundle(tmp_path_factory, tiny_lm_path)  # models for benign, crime and insult only
     model, tokenizer = tiny_policy
@@ -369,8 +369,8 @@ def cli_main(monkeypatch):
     """drirl.cli.main, with stand-ins for other stages' command modules that are not written yet."""
     import drirl
 
-    for package, name in (("drirl.data", "commands"), ("drirl.reward", "commands"), ("drirl.align", "commands"),
-                          ("drirl", "pipeline_commands")):
+    for package, name in (("drirl.commands", "data"), ("drirl.commands", "reward"), ("drirl.commands", "align"),
+                          ("drirl.commands", "run")):
         full = f"{package}.{name}"
         try:
             importlib.import_module(full)

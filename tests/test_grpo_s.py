@@ -37,7 +37,7 @@ def test_trl_hooks_still_exist():
 def test_advantages_are_scaled_by_alpha(tiny_lm_path, tmp_path, monkeypatch, mode):
     from trl import GRPOTrainer
 
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.align.recipe import AlignConfig, run_align
 
     seen: dict[str, torch.Tensor] = {}
     parent = GRPOTrainer._generate_and_score_completions
@@ -82,7 +82,7 @@ def test_advantages_are_scaled_by_alpha(tiny_lm_path, tmp_path, monkeypatch, mod
 def test_last_checkpoint_skips_and_removes_incomplete(tmp_path):
     """A kill while saving leaves a checkpoint without its final file: resume must use the one before it."""
     from drirl.align.grpo_s import SCALING_STATE_FILE
-    from drirl.align.trainer import last_checkpoint
+    from drirl.align.recipe import last_checkpoint
 
     for step, complete in ((5, True), (10, True), (15, False)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -99,7 +99,7 @@ def test_last_checkpoint_skips_and_removes_incomplete(tmp_path):
 def test_training_raises_the_reward(tiny_lm_path, tmp_path, mode):
     """The trainer optimises what it is given: with "longer is better", the mean reward climbs, scaled or not.
     (A flipped advantage sign or an α that zeroes the signal would make it fall or stay flat.)"""
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.align.recipe import AlignConfig, run_align
 
     config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=STEPS,
                          per_device_train_batch_size=16, num_generations=4, max_completion_length=16,
@@ -112,7 +112,7 @@ def test_training_raises_the_reward(tiny_lm_path, tmp_path, mode):
 
 
 def test_held_out_reward_is_logged_at_the_start_and_every_eval_steps(tiny_lm_path, tmp_path):
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.align.recipe import AlignConfig, run_align
 
     examples = _examples()
     config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=4, eval_prompts=2,
@@ -131,7 +131,7 @@ def test_held_out_reward_is_logged_at_the_start_and_every_eval_steps(tiny_lm_pat
 
 
 def test_held_out_prompts_are_balanced_fixed_and_never_trained_on():
-    from drirl.align.trainer import AlignConfig, load_prompts
+    from drirl.align.recipe import AlignConfig, load_prompts
 
     config = AlignConfig(output="x", eval_prompts=16, max_prompts=240)
     held_out = load_prompts(config, held_out=True)
@@ -148,7 +148,7 @@ def test_held_out_prompts_are_balanced_fixed_and_never_trained_on():
 def test_rl_settings_reach_trls_config(tmp_path):
     """Groups of 8, two prompts per step, batch-level reward scaling, a constant rate after warm-up, masked
     truncations and β: each AlignConfig option arrives in TRL's GRPOConfig under TRL's own name."""
-    from drirl.align.trainer import AlignConfig, build_grpo_config
+    from drirl.align.recipe import AlignConfig, build_grpo_config
 
     config = AlignConfig(output=str(tmp_path / "run"), num_generations=8, per_device_train_batch_size=16,
                          scale_rewards="batch", lr_scheduler_type="constant_with_warmup", warmup_steps=2,
@@ -171,7 +171,7 @@ def test_rl_settings_reach_trls_config(tmp_path):
     ({"num_generations": 1}, "num_generations"), ({"use_lora": True, "lora_target_modules": []}, "lora_target_modules"),
 ])
 def test_align_settings_are_checked_when_the_config_is_built(overrides, key):
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.config import config_from_dict
     from drirl.errors import ConfigError
 
@@ -185,8 +185,8 @@ def test_scaling_fields_have_one_definition():
     import dataclasses
 
     from drirl.align.grpo_s import GRPOSConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.align.settings import ScalingConfig
-    from drirl.align.trainer import AlignConfig
 
     home = {f.name: f for f in dataclasses.fields(ScalingConfig)}
     for cls in (AlignConfig, GRPOSConfig):
@@ -198,7 +198,7 @@ def test_scaling_fields_have_one_definition():
 def test_group_of_eight_two_prompts_per_step_trains(tiny_lm_path, tmp_path, monkeypatch):
     """One step with G = 8 and two prompts: α is computed on two groups of 8 and the run completes."""
     from drirl.align import grpo_s
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.align.recipe import AlignConfig, run_align
 
     config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=1, num_generations=8,
                          per_device_train_batch_size=16, max_completion_length=8, scale_rewards="batch",
@@ -227,7 +227,7 @@ def test_static_cache_rollouts_train_under_bf16(tiny_lm_path, tmp_path):
     compute share a dtype (float32 weights fail in the cache update, on a GPU and on a CPU with native bf16)."""
     import torch
 
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.align.recipe import AlignConfig, run_align
 
     config = AlignConfig(output=str(tmp_path / "run"), policy=str(tiny_lm_path), max_steps=1, num_generations=2,
                          per_device_train_batch_size=4, max_completion_length=6, rollout_backend="static",
@@ -241,7 +241,7 @@ def test_static_cache_rollouts_train_under_bf16(tiny_lm_path, tmp_path):
 
 
 def test_warm_up_longer_than_the_run_is_refused():
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="5 warm-up steps leave none of the 5 max_steps"):
@@ -252,7 +252,7 @@ def test_warm_up_longer_than_the_run_is_refused():
 def test_align_refuses_a_bundle_without_a_model_for_a_prompt_category(tiny_lm_path, tmp_path_factory):
     from test_reward_support import shared_bundle
 
-    from drirl.align.trainer import check_bundle_covers
+    from drirl.align.recipe import check_bundle_covers
     from drirl.errors import DataError
     from drirl.reward.bundle import CategoryRewardModels
 
@@ -267,8 +267,8 @@ def test_align_refuses_a_bundle_without_a_model_for_a_prompt_category(tiny_lm_pa
 
 
 def test_concise_log_line_and_the_align_model_card(tiny_lm_path, tmp_path):
-    from drirl.align.trainer import AlignConfig, run_align
-    from drirl.training import concise_log_line
+    from drirl.align.recipe import AlignConfig, run_align
+    from drirl.trainer_setup import concise_log_line
 
     line = concise_log_line({"loss": 0.1234, "reward": 0.5, "learning_rate": 2e-4, "entropy": 3.1,
                              "scaling/alpha/std": 0.08}, 5, 30)
@@ -287,7 +287,7 @@ def test_drirl_align_never_resumes_checkpoints_another_run_left(tiny_lm_path, tm
     from test_reward_support import shared_bundle
 
     from drirl.align.grpo_s import SCALING_STATE_FILE
-    from drirl.align.trainer import CHECKPOINT_HASH_FILE, last_checkpoint
+    from drirl.align.recipe import CHECKPOINT_HASH_FILE, last_checkpoint
     from drirl.cli import main
 
     bundle = shared_bundle(tmp_path_factory, tiny_lm_path)

@@ -144,7 +144,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     """`run.warm_start: sft` trains the SFT baseline first and hands its model to every GRPO method as the policy;
     retraining the SFT model reruns the stages that read it, though its folder stays the same."""
     import drirl.align.baselines as baselines
-    import drirl.align.trainer as trainer
+    import drirl.align.recipe as trainer
     import drirl.eval.harness as harness
     import drirl.pipeline as pipeline
     import drirl.report as report
@@ -238,9 +238,9 @@ def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
     """Every recipe in configs/ passes the same validation `drirl run` does before any work; configs/demo.yaml is
     the file `drirl demo` runs (packaged as drirl/configs/demo.yaml), so the two must not drift apart."""
     import drirl.pipeline as pipeline
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
+    from drirl.commands.run import demo_config_path
     from drirl.config import config_from_dict, read_yaml
-    from drirl.pipeline_commands import demo_config_path
 
     recipes = sorted((ROOT / "configs").glob("*.yaml"))
     assert {p.name for p in recipes} >= {"demo.yaml", "compare_all.yaml", "compare_cpu.yaml", "llama3_8b.yaml",

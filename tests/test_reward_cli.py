@@ -21,7 +21,7 @@ def _main(argv: list[str]) -> int:
 
         return main(argv)
     except ImportError:  # pragma: no cover - only while the other stages are being written
-        from drirl.reward import commands
+        from drirl.commands import reward as commands
 
         parser = argparse.ArgumentParser(prog="drirl")
         commands.register(parser.add_subparsers(dest="command", required=True))

@@ -268,10 +268,10 @@ def test_negatives_cache_key_follows_the_policy_weights(tmp_path, tiny_lm_path):
 
 
 # ------------------------------------------------------------------------------------------------ ML-IRL rounds
-_HAS_ALIGN = importlib.util.find_spec("drirl.align.trainer") is not None
+_HAS_ALIGN = importlib.util.find_spec("drirl.align.recipe") is not None
 
 
-@pytest.mark.skipif(not _HAS_ALIGN, reason="rounds > 1 improve the policy with drirl.align.trainer.run_align, "
+@pytest.mark.skipif(not _HAS_ALIGN, reason="rounds > 1 improve the policy with drirl.align.recipe.run_align, "
                                            "which is not available")
 def test_two_irl_rounds_resample_from_the_improved_policy(tmp_path, tiny_lm_path):
     from drirl.reward.irl import train_reward_models
@@ -301,11 +301,11 @@ def test_a_run_inside_its_warm_up_is_reported(tmp_path, caplog):
     """One optimizer step with one warm-up step runs at learning rate 0: the run says so instead of a silent no-op."""
     from transformers import TrainingArguments
 
-    from drirl.training import warn_if_warmup_only
+    from drirl.trainer_setup import warn_if_warmup_only
 
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1,
                              warmup_steps=0.05, use_cpu=True, report_to="none")
-    with caplog.at_level("WARNING", logger="drirl.training"):
+    with caplog.at_level("WARNING", logger="drirl.trainer_setup"):
         assert warn_if_warmup_only(args, 8, "reward model crime") is True
     assert "reward model crime: 1 optimizer step(s), all inside the 1 warm-up step(s)" in caplog.text
     assert "nothing is learned" in caplog.text

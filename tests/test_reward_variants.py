@@ -165,7 +165,7 @@ def test_sft_demo_rounds_improve_the_given_sft_policy(tmp_path, tiny_lm_path, mo
 
 
 def test_align_policy_improver_takes_the_align_settings(tmp_path, monkeypatch):
-    from drirl.align import trainer
+    from drirl.align import recipe as trainer
     from drirl.reward.irl import RewardTrainConfig, align_policy_improver
 
     built = []
@@ -186,7 +186,7 @@ def test_align_policy_improver_takes_the_align_settings(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ Best-of-N gate
 def test_best_of_n_gate_picks_the_highest_reward(tmp_path, tiny_lm_path, monkeypatch):
     from drirl.data.schema import write_examples
-    from drirl.reward.gate import best_of_n_gate
+    from drirl.eval.reward_gate import best_of_n_gate
 
     class LengthBundle:
         """Scores a response by its length: the gate must return the longest of the n samples."""

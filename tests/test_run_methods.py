@@ -17,7 +17,7 @@ def fake_stages(monkeypatch):
     """Every stage's work replaced by a stand-in that records the config it was given; alignment writes what the
     real trainer writes about its settings (alignment.json's config)."""
     import drirl.align.baselines as baselines
-    import drirl.align.trainer as trainer
+    import drirl.align.recipe as trainer
     import drirl.eval.harness as harness
     import drirl.reward.evaluate as reward_evaluate
     import drirl.reward.irl as irl
@@ -272,7 +272,7 @@ def test_best_of_n_gate_scores_sft_samples_with_the_runs_reward_models(tmp_path,
 def test_a_stage_rerun_with_new_settings_drops_its_old_record_first(tmp_path, fake_stages, monkeypatch):
     """A crash part-way through a changed stage must not leave the old stage.json claiming the folder: going back
     to the old settings then trains again instead of taking the half-new folder for the old result."""
-    import drirl.align.trainer as trainer
+    import drirl.align.recipe as trainer
     from drirl.pipeline import run_pipeline
 
     run_pipeline(_load(tmp_path, {"methods": ["dr-irl"]}, align={"learning_rate": 0.001}))

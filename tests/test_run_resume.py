@@ -23,7 +23,7 @@ def _learning_rates(history: list[dict]) -> list[float]:
 def test_a_changed_learning_rate_starts_alignment_fresh(tiny_lm_path, tmp_path, monkeypatch, caplog):
     from test_pipeline import write_tiny_data
 
-    import drirl.align.trainer as trainer
+    import drirl.align.recipe as trainer
     import drirl.eval.harness as harness
     import drirl.reward.evaluate as reward_evaluate
     import drirl.reward.irl as irl

@@ -98,7 +98,7 @@ def test_check_outlier_tau_refuses_an_inert_relative_tau(tau, group, fails):
 
 
 def test_align_config_checks_a_relative_tau_against_num_generations():
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.config import config_from_dict
 
     with pytest.raises(ConfigError) as info:

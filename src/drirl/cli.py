@@ -83,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _register_models(subparsers)
-    from drirl import pipeline_commands
-    from drirl.align import commands as align_commands
-    from drirl.data import commands as data_commands
-    from drirl.eval import commands as eval_commands
-    from drirl.reward import commands as reward_commands
+    from drirl.commands import align as align_commands
+    from drirl.commands import data as data_commands
+    from drirl.commands import eval as eval_commands
+    from drirl.commands import reward as reward_commands
+    from drirl.commands import run as run_commands
 
-    for module in (data_commands, reward_commands, align_commands, eval_commands, pipeline_commands):
+    for module in (data_commands, reward_commands, align_commands, eval_commands, run_commands):
         module.register(subparsers)
     return parser
 

@@ -91,7 +91,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict[str, 
     """
     import torch
 
-    from drirl.training import resolve_bf16
+    from drirl.trainer_setup import resolve_bf16
 
     settings = settings or GenerationSettings()
     texts = [render_prompt(tokenizer, p, system_prompt) for p in prompts]

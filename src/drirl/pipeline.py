@@ -363,7 +363,7 @@ def _reward_config(p: PipelineConfig, output: str, method: Method, *, seed: int 
 
 def _align_config(p: PipelineConfig, output: str, method: Method, reward_models: str | None,
                   start: str | None = None, seed: int | None = None):
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
 
     fixed = {"output": output, "policy": start or p.run.policy, "data": p.run.data,
              "seed": p.run.seed if seed is None else seed, **method.fixed_in("align")}
@@ -506,7 +506,7 @@ def plan_pipeline(config: PipelineConfig) -> RunPlan:
 
 
 def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], seed: int) -> None:
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.eval.harness import EvalConfig
     from drirl.reward.irl import RewardTrainConfig
 
@@ -595,7 +595,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
         hashes[name] = stage.hash
 
         def align(ac=ac, stage=stage):
-            from drirl.align.trainer import run_align
+            from drirl.align.recipe import run_align
 
             return {"model": str(run_align(ac, resume=True, checkpoint_hash=stage.hash)), "run": ac.output}
 

@@ -26,7 +26,7 @@ from drirl.data.schema import BENIGN
 from drirl.errors import ConfigError, DataError
 from drirl.generation import GenerationSettings, as_messages, generate
 from drirl.io import atomic_directory, atomic_write_json
-from drirl.training import PolicyLoraSettings, check_report_to, use_concise_logging
+from drirl.trainer_setup import PolicyLoraSettings, check_report_to, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ Scorer = Callable[[list[Any], list[str], list[str]], Sequence[float]]
 @dataclass
 class _PolicyTrainingConfig(PolicyLoraSettings):
     """Fields shared by the SFT and DPO baselines (both fine-tune the policy with LoRA and save merged weights); the
-    LoRA fields come from :class:`drirl.training.PolicyLoraSettings`."""
+    LoRA fields come from :class:`drirl.trainer_setup.PolicyLoraSettings`."""
 
     learning_rate: float = field(default=2e-4, metadata=help_field(
         "Peak learning rate (LoRA; use ~1e-5 for full fine-tuning)."))
@@ -288,7 +288,7 @@ def _bf16_setting(value: bool | str) -> bool | str:
 
 
 def _training_arguments(config: _PolicyTrainingConfig, work_dir: Path) -> dict[str, Any]:
-    from drirl.training import trainer_arguments
+    from drirl.trainer_setup import trainer_arguments
 
     return trainer_arguments(
         str(work_dir), seed=config.seed, learning_rate=config.learning_rate, bf16=_bf16_setting(config.bf16),
@@ -371,7 +371,7 @@ def train_sft(examples: Iterable[Any], model: str, output_dir: str | Path,
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from drirl.training import seed_everything
+    from drirl.trainer_setup import seed_everything
 
     config = config or SFTBaselineConfig()
     examples = _with_demonstrations(refuse_test_split(examples, "SFT training"), "SFT")
@@ -412,7 +412,7 @@ def _sample_on_this_process(model_ref: str, examples: Sequence[Any], config: DPO
     import torch
 
     from drirl.models import load_policy
-    from drirl.training import has_cuda
+    from drirl.trainer_setup import has_cuda
 
     model, tokenizer = load_policy(model_ref, trust_remote_code=config.trust_remote_code,
                                    allow_pickle=config.allow_pickle)
@@ -600,7 +600,7 @@ def train_dpo(examples: Iterable[Any], rejected: dict[str, list[str]] | None, mo
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from drirl.training import seed_everything
+    from drirl.trainer_setup import seed_everything
 
     config = config or DPOBaselineConfig()
     examples = _with_demonstrations(refuse_test_split(examples, "DPO training"), "DPO")
@@ -702,7 +702,7 @@ class BestOfNResponder:
         """Load the policy (a model reference) and a reward-model bundle folder, scoring with the bundle."""
         from drirl.models import load_policy
         from drirl.reward.bundle import CategoryRewardModels
-        from drirl.training import has_cuda
+        from drirl.trainer_setup import has_cuda
 
         model, tokenizer = load_policy(policy)
         if has_cuda():

@@ -17,7 +17,7 @@ class ExternalRewardModel:
         from transformers import AutoModelForSequenceClassification
 
         from drirl.models import check_weights_are_safe, fix_special_tokens, load_tokenizer, resolve_model
-        from drirl.training import resolve_bf16
+        from drirl.trainer_setup import resolve_bf16
 
         resolved = resolve_model(reference)
         check_weights_are_safe(resolved, allow_pickle)

@@ -5,7 +5,7 @@
 * :mod:`drirl.data.balance` — equal training examples per category;
 * :mod:`drirl.data.demos` — teacher-written demonstrations, resumable;
 * :mod:`drirl.data.splitting` — train/validation/test per category, merging files;
-* :mod:`drirl.data.stats` — counts, lengths and form; :mod:`drirl.data.commands` — `drirl data ...`.
+* :mod:`drirl.data.stats` — counts, lengths and form; :mod:`drirl.commands.data` — `drirl data ...`.
 """
 
 from drirl.data.balance import BalanceConfig, BalanceReport, balance

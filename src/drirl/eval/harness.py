@@ -405,7 +405,7 @@ def resolved_bf16(config: EvalConfig) -> bool:
     Recorded in eval.json as ``bf16``; the scores a report states are reproduced by scoring with this setting
     (``CategoryRewardModels(..., bf16=summary["bf16"])``), whichever hardware recomputes them.
     """
-    from drirl.training import resolve_bf16
+    from drirl.trainer_setup import resolve_bf16
 
     return resolve_bf16(str(config.bf16).lower())
 

@@ -6,7 +6,9 @@
   function);
 * :func:`evaluate_bundle` — held-out pairwise accuracy and decision accuracy (pairs of one form that differ only in
   the safety decision, :mod:`drirl.reward.decision`) per category and across categories;
-* :func:`best_of_n_gate` — Best-of-N from an SFT model under a bundle, the cheap check before reinforcement learning.
+
+The Best-of-N gate that checks a bundle with the SFT policy before reinforcement learning is
+:func:`drirl.eval.reward_gate.best_of_n_gate` (it samples from a policy, so it sits above this layer).
 
 The names are imported lazily, so ``import drirl.reward`` does not import torch.
 """
@@ -19,17 +21,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from drirl.reward.bundle import CategoryRewardModels
     from drirl.reward.evaluate import evaluate_bundle
-    from drirl.reward.gate import best_of_n_gate
     from drirl.reward.irl import RewardTrainConfig, train_reward_models
 
-__all__ = ["CategoryRewardModels", "RewardTrainConfig", "best_of_n_gate", "evaluate_bundle", "train_reward_models"]
+__all__ = ["CategoryRewardModels", "RewardTrainConfig", "evaluate_bundle", "train_reward_models"]
 
 _WHERE = {
     "RewardTrainConfig": "drirl.reward.irl",
     "train_reward_models": "drirl.reward.irl",
     "CategoryRewardModels": "drirl.reward.bundle",
     "evaluate_bundle": "drirl.reward.evaluate",
-    "best_of_n_gate": "drirl.reward.gate",
 }
 
 

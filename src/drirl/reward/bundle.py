@@ -100,7 +100,7 @@ class CategoryRewardModels:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from drirl.models import check_weights_are_safe, fix_special_tokens, resolve_model
-        from drirl.training import resolve_bf16
+        from drirl.trainer_setup import resolve_bf16
 
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")

@@ -50,7 +50,7 @@ from drirl.io import atomic_directory, atomic_write_json, is_temporary, remove_t
 from drirl.reward.bundle import BUNDLE_FORMAT, MANIFEST, SINGLE_MODEL
 from drirl.reward.negatives import sample_negatives
 from drirl.reward.scoring import encode_pair, fit_max_length
-from drirl.training import check_report_to, top_layers, use_concise_logging
+from drirl.trainer_setup import check_report_to, top_layers, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
 
     from drirl.models import check_weights_are_safe, fix_special_tokens, resolve_model
     from drirl.reward.bundle import _quiet_load
-    from drirl.training import seed_everything, trainer_arguments, warn_if_warmup_only
+    from drirl.trainer_setup import seed_everything, trainer_arguments, warn_if_warmup_only
 
     if not pairs:
         raise DataError(f"no training pairs for the reward model {output_dir.name} (every negative equals its "
@@ -417,7 +417,7 @@ class PolicyImprover(Protocol):
 def align_policy_improver(config: RewardTrainConfig, align_settings: Any = None) -> PolicyImprover:
     """The default policy step: a GRPO run of ``config.policy_steps_per_round`` steps.
 
-    ``align_settings`` (an :class:`~drirl.align.trainer.AlignConfig` or a dict of its fields, e.g. a pipeline's
+    ``align_settings`` (an :class:`~drirl.align.recipe.AlignConfig` or a dict of its fields, e.g. a pipeline's
     ``align:`` section) gives every other setting, so the step trains like the alignment stage does; without it the
     step uses AlignConfig's defaults with scaling off. The policy, bundle, output, data, step count and a merged
     LoRA are always set here.
@@ -432,7 +432,7 @@ def align_policy_improver(config: RewardTrainConfig, align_settings: Any = None)
         base = config_to_dict(align_settings)
 
     def improve(policy: str, reward_models: Path, output: Path, examples: list[Any]) -> str:
-        from drirl.align.trainer import AlignConfig, run_align
+        from drirl.align.recipe import AlignConfig, run_align
 
         values = {**base, "policy": policy, "reward_models": str(reward_models), "output": str(output),
                   "max_steps": config.policy_steps_per_round, "data": config.data, "merge_lora": True}

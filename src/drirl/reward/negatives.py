@@ -72,7 +72,7 @@ def sample_negatives(reference: str, examples: Sequence[Any], settings: Generati
                 len(missing), reference, path)
     if model is None:
         from drirl.models import load_policy
-        from drirl.training import has_cuda
+        from drirl.trainer_setup import has_cuda
 
         model, tokenizer = load_policy(reference)
         if has_cuda():

@@ -14,7 +14,7 @@ examples:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from drirl.align.trainer import AlignConfig, run_align
+    from drirl.align.recipe import AlignConfig, run_align
     from drirl.config import config_from_args, section_if_present
 
     section = args.section or section_if_present(args.config, "align")
@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from drirl.align.trainer import AlignConfig
+    from drirl.align.recipe import AlignConfig
     from drirl.config import add_config_arguments
 
     parser = subparsers.add_parser(

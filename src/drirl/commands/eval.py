@@ -72,8 +72,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from drirl.cli import HelpFormatter
-    from drirl.config import add_config_arguments
+    from drirl.config import HelpFormatter, add_config_arguments
     from drirl.eval.harness import EvalConfig
 
     parser = subparsers.add_parser(
@@ -133,7 +132,7 @@ def _handle_judge(args: argparse.Namespace) -> int:
 
 
 def register_judge(subparsers: argparse._SubParsersAction) -> None:
-    from drirl.cli import HelpFormatter
+    from drirl.config import HelpFormatter
     from drirl.eval.judges import DEFAULT_JUDGE, JUDGES
 
     offline = [name for name in JUDGES if name not in ("classifier", "llm")]

@@ -1,4 +1,5 @@
-"""`drirl align`: run GRPO-S (or plain GRPO) on the demonstrations' prompts, from one flat config.
+"""The alignment recipe (stage 3, METHOD.md §2.4): GRPO-S (or plain GRPO) on the demonstrations' prompts, from one
+flat config; `drirl align` runs it. The trainer itself is :class:`drirl.align.grpo_s.GRPOSTrainer`.
 
 :class:`AlignConfig` holds what a user sets; :func:`build_grpo_config` turns it into TRL's config
 (:class:`GRPOSConfig`), :func:`run_align` trains, checkpoints every ``save_steps``, resumes, and writes the final
@@ -19,7 +20,7 @@ from drirl.config import config_hash, config_to_dict, help_field
 from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
 from drirl.io import atomic_write_json, atomic_write_text
-from drirl.training import PolicyLoraSettings, check_report_to, use_concise_logging
+from drirl.trainer_setup import PolicyLoraSettings, check_report_to, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ SCALE_REWARDS = ("group", "batch", "none")
 class AlignConfig(PolicyLoraSettings, ScalingConfig):
     """`drirl align` and the pipeline's ``align`` section. The scaling fields (``scaling_*``, ``alpha_min``,
     ``alpha_max``, ``text_encoder``) come from :class:`drirl.align.settings.ScalingConfig` and the LoRA fields from
-    :class:`drirl.training.PolicyLoraSettings`; both are validated when the config is built."""
+    :class:`drirl.trainer_setup.PolicyLoraSettings`; both are validated when the config is built."""
 
     output: str | None = field(default=None, metadata=help_field("Run folder to write.", required=True))
     policy: str = field(default="smollm2-135m-instruct", metadata=help_field(
@@ -239,7 +240,7 @@ def policy_torch_dtype(setting: str, bf16: bool | str, rollout_backend: str = "d
     """
     import torch
 
-    from drirl.training import has_cuda, resolve_bf16
+    from drirl.trainer_setup import has_cuda, resolve_bf16
 
     if setting == "float32":
         return torch.float32
@@ -266,7 +267,7 @@ def build_grpo_config(config: AlignConfig, output_dir: str):
     from dataclasses import fields
 
     from drirl.align.grpo_s import GRPOSConfig
-    from drirl.training import trainer_arguments
+    from drirl.trainer_setup import trainer_arguments
 
     known = {f.name for f in fields(GRPOSConfig)}
     unknown = sorted(set(config.trl_args) - known)
@@ -360,7 +361,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     from drirl.align.grpo_s import GRPOSTrainer
     from drirl.align.plots import plot_training_curves
     from drirl.models import fix_special_tokens, load_causal_lm, load_tokenizer
-    from drirl.training import seed_everything
+    from drirl.trainer_setup import seed_everything
 
     if not config.output:
         raise ConfigError("missing required field", key="output")
