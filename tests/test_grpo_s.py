@@ -287,7 +287,8 @@ def test_drirl_align_never_resumes_checkpoints_another_run_left(tiny_lm_path, tm
     from test_reward_support import shared_bundle
 
     from drirl.align.grpo_s import SCALING_STATE_FILE
-    from drirl.align.recipe import CHECKPOINT_HASH_FILE, last_checkpoint
+    from drirl.align.recipe import last_checkpoint
+    from drirl.stages import CHECKPOINT_HASH_FILE
     from drirl.cli import main
 
     bundle = shared_bundle(tmp_path_factory, tiny_lm_path)

@@ -75,12 +75,13 @@ def test_lora_single_model_bundle(tmp_path_factory, tiny_lm_path):
 
 def test_full_single_init_sft_bundle(tmp_path, tiny_lm_path):
     """AfD's init-sft: positives are SFT samples, negatives samples of the initial model."""
+    from drirl.align.baselines import afd_sft_trainer
     from drirl.reward.irl import train_reward_models
 
     data = write_data(tmp_path, train_per_category=3, test_per_category=0)
     config = reward_config(tmp_path, tiny_lm_path, data, "rm", mode="full", per_category=False,
                            variant="init-sft", learning_rate=1e-3, sft_learning_rate=5e-2, sft_epochs=2.0)
-    bundle = train_reward_models(config)
+    bundle = train_reward_models(config, train_sft_policy=afd_sft_trainer(config))
     manifest = _check_bundle(bundle, "full", ["all"])
     assert manifest["variant"] == "init-sft"
     assert manifest["negatives_sampled_from"] == str(Path(tiny_lm_path).resolve())
@@ -274,12 +275,13 @@ _HAS_ALIGN = importlib.util.find_spec("drirl.align.recipe") is not None
 @pytest.mark.skipif(not _HAS_ALIGN, reason="rounds > 1 improve the policy with drirl.align.recipe.run_align, "
                                            "which is not available")
 def test_two_irl_rounds_resample_from_the_improved_policy(tmp_path, tiny_lm_path):
+    from drirl.align.recipe import align_policy_improver
     from drirl.reward.irl import train_reward_models
 
     data = write_data(tmp_path, train_per_category=2, test_per_category=0)
     config = reward_config(tmp_path, tiny_lm_path, data, "rm", categories=["crime", "insult"], rounds=2,
                            policy_steps_per_round=1)
-    bundle = train_reward_models(config)
+    bundle = train_reward_models(config, improve_policy=align_policy_improver(config))
     manifest = _check_bundle(bundle, "lora", ["crime", "insult"])
     assert manifest["rounds"] == 2
     assert manifest["negatives_sampled_from"] != str(Path(tiny_lm_path).resolve())  # the improved policy

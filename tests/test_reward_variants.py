@@ -166,7 +166,8 @@ def test_sft_demo_rounds_improve_the_given_sft_policy(tmp_path, tiny_lm_path, mo
 
 def test_align_policy_improver_takes_the_align_settings(tmp_path, monkeypatch):
     from drirl.align import recipe as trainer
-    from drirl.reward.irl import RewardTrainConfig, align_policy_improver
+    from drirl.align.recipe import align_policy_improver
+    from drirl.reward.irl import RewardTrainConfig
 
     built = []
     monkeypatch.setattr(trainer, "run_align", lambda config, examples=None: built.append(config) or "done")

@@ -1,6 +1,6 @@
 """The `drirl` command line: a thin layer over the Python API, one subcommand per pipeline stage.
 
-Each stage module registers its own subcommand (``drirl.<stage>.commands.register``); heavy imports (torch,
+Each command group has a module in :mod:`drirl.commands` with ``register(subparsers)``; heavy imports (torch,
 transformers) happen inside the handlers so that ``drirl --help`` stays instant.
 """
 

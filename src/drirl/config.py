@@ -19,7 +19,6 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from drirl.errors import COMMAND_LINE, ConfigError
-from drirl.io import sha256_json
 
 T = TypeVar("T")
 
@@ -209,7 +208,9 @@ def read_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
 
 
 def section_if_present(path: str | Path | None, name: str) -> str | None:
-    """``name`` when the YAML file is a pipeline file holding that section, else None (a plain stage file)."""
+    """The section a stage's command reads from the YAML file at ``path``: ``name`` when the file is a pipeline file
+    holding a ``name:`` mapping, else None (the whole file is that stage's config). Every command reads its config
+    through this and :func:`load_config` / :func:`config_from_args`."""
     if not path:
         return None
     data = read_yaml(path)
@@ -227,10 +228,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-def config_hash(config: Any) -> str:
-    return sha256_json(config_to_dict(config))[:16]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

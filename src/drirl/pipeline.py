@@ -1,10 +1,12 @@
 """`drirl run`: data → reward models → alignment → evaluation → report, each stage resumable.
 
-Every stage writes its own folder under the run folder with a ``stage.json`` (config hash, the resolved settings,
-inputs, outputs). A stage whose ``stage.json`` matches the current settings and the hashes of the stages it reads is
-skipped; a stage that crashed has no ``stage.json`` and runs again. Alignment continues from its last checkpoint only
-when the checkpoints were written with the same settings (a hash file beside them); otherwise they are removed and the
-stage starts fresh, with a log line that says why. The run ends with ``report.md`` and ``report.json``.
+:func:`run_pipeline` is a short sequence of named steps: plan every stage (:func:`plan_pipeline`: for each seed the
+warm start, the reward models, the GRPO / DPO methods, the evaluations), start the run folder, run the stages, export
+the final model, write the report. Every stage writes its own folder under the run folder with a ``stage.json``; what
+a stage's output depends on, and when it is skipped or resumed, is defined once in :mod:`drirl.stages` (the same rules
+``drirl reward train`` and ``drirl align`` apply on their own): a stage whose recorded hash matches its output settings
+and the hashes of the stages it reads is skipped; one that crashed has no ``stage.json`` and runs again; alignment
+resumes only checkpoints written with the same settings. The run ends with ``report.md`` and ``report.json``.
 
 Methods (``run.methods``) come from a registry (:data:`BUILTIN_METHODS`): each names the kind of training it is and
 the settings it fixes in the stage sections (``align.scaling_mode`` for the α ablations, ``reward.per_category`` for
@@ -28,11 +30,11 @@ from typing import Any
 from drirl import distributed
 from drirl.config import config_from_dict, config_to_dict, help_field, read_yaml
 from drirl.errors import COMMAND_LINE, ConfigError
-from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries, sha256_json
+from drirl.io import atomic_write_json, atomic_write_text, remove_temporaries
+from drirl.stages import Stage, output_settings, read_json, settings_hash
 
 logger = logging.getLogger(__name__)
 
-STAGE_FILE = "stage.json"
 # Beside a reward bundle trained from another stage's output: that stage's hash at training time.
 BUNDLE_INPUTS_FILE = "bundle_inputs.json"
 # Beside an alignment stage's checkpoints: the hash of the settings they were written with.
@@ -401,59 +403,22 @@ def _eval_config(p: PipelineConfig, model: str, output: str | None = None, bundl
 
 
 # ------------------------------------------------------------------------------------------------ stages
-class Stage:
-    """A folder with a ``stage.json`` once complete; ``done`` when its recorded hash matches."""
-
-    def __init__(self, root: Path, name: str, settings: dict[str, Any]):
-        self.name, self.folder = name, root / name
-        self.hash = sha256_json(settings)[:16]
-        self.settings = settings
-
-    def recorded_hash(self) -> str | None:
-        record = _read_json(self.folder / STAGE_FILE)
-        return record.get("config_hash") if isinstance(record, dict) else None
-
-    @property
-    def done(self) -> bool:
-        return self.recorded_hash() == self.hash
-
-    def state(self) -> str:
-        """'reuse', 'run (new)', 'run (settings changed: OLD -> NEW)' or 'run (unfinished)'."""
-        recorded = self.recorded_hash()
-        if recorded == self.hash:
-            return "reuse"
-        if recorded:
-            return f"run (settings changed: {recorded} -> {self.hash})"
-        return "run (unfinished)" if self.folder.is_dir() and any(self.folder.iterdir()) else "run (new)"
-
-    def complete(self, outputs: dict[str, Any], seconds: float) -> None:
-        # Written by rank 0 once every rank finished the stage's work.
-        distributed.on_main(atomic_write_json, self.folder / STAGE_FILE, {
-            "stage": self.name, "config_hash": self.hash, "settings": self.settings, "outputs": outputs,
-            "seconds": round(seconds, 1)})
-
-    def outputs(self) -> dict[str, Any]:
-        return json.loads((self.folder / STAGE_FILE).read_text())["outputs"]
-
-
 def _run_stage(stage: Stage, work: Any, timings: dict[str, float]) -> dict[str, Any]:
+    """Skip the stage when its ``stage.json`` matches (drirl.stages), else run ``work`` and record it."""
     state = stage.state()
     if state == "reuse":
         logger.info("stage %s: complete, skipping", stage.name)
-        outputs = stage.outputs()
-        timings[stage.name] = json.loads((stage.folder / STAGE_FILE).read_text()).get("seconds", 0.0)
-        return outputs
+        record = stage.record()
+        timings[stage.name] = record.get("seconds", 0.0)
+        return record["outputs"]
     logger.info("stage %s: %s", stage.name, state)
     if distributed.is_main():
-        # The folder no longer holds what its old stage.json describes once the work starts: drop the record, so
-        # that a crash part-way and a rerun with the old settings cannot take new outputs for old ones.
-        (stage.folder / STAGE_FILE).unlink(missing_ok=True)
-        if stage.folder.exists() and not any(stage.folder.iterdir()):
-            stage.folder.rmdir()
+        stage.forget()
     started = time.time()
     outputs = work()
     timings[stage.name] = time.time() - started
-    stage.complete(outputs, timings[stage.name])
+    # Written by rank 0 once every rank finished the stage's work.
+    distributed.on_main(stage.complete, outputs, timings[stage.name])
     return outputs
 
 
@@ -505,44 +470,95 @@ def plan_pipeline(config: PipelineConfig) -> RunPlan:
     return plan
 
 
+@dataclass
+class _Seed:
+    """What the planning steps of one seed share: where its stages go and what earlier steps planned."""
+
+    config: PipelineConfig
+    plan: RunPlan
+    methods: list[Method]
+    seed: int
+    sfx: str  # folder suffix: "" for the first seed, "/seed-N" for the others
+    first: bool
+    warm: bool  # the GRPO methods start from the SFT model
+    dpo_warm: bool  # DPO and DPO-S start where the GRPO methods start, so the preference methods share one start
+    sft_model: str | None = None
+    reward_of: dict[str, str] = field(default_factory=dict)  # method -> its reward stage
+
+    @property
+    def sft_stage(self) -> str:
+        return f"align-sft{self.sfx}"
+
+    def record(self, method: Method, *stage_names: str) -> None:
+        """The settings of the stages that produced ``method``'s model (config.json, model card, report)."""
+        self.plan.records[(method.name, self.seed)] = {
+            n: s.stage.settings for s in self.plan.stages for n in stage_names if s.stage.name == n}
+
+
 def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], seed: int) -> None:
-    from drirl.align.recipe import AlignConfig
-    from drirl.eval.harness import EvalConfig
+    """One seed's stages, in the order they run: warm start, reward models, models, evaluations."""
+    kinds = {m.kind for m in methods}
+    s = _Seed(config, plan, methods, seed, _suffix(config, seed), seed == config.run.all_seeds[0],
+              warm=config.run.warm_start == "sft" and "grpo" in kinds,
+              dpo_warm=config.run.warm_start == "sft" and "dpo" in kinds)
+    _plan_warm_start(s)
+    _plan_reward_models(s)
+    _plan_base_and_sft(s)
+    _plan_grpo(s)
+    _plan_preference_and_best_of_n(s)
+    _plan_evaluations(s)
+
+
+def _bundle_users(methods: list[Method]) -> list[Method]:
+    return [m for m in methods if (m.kind == "grpo" and m.reward_source == "bundle") or m.kind == "bon"
+            or (m.kind == "dpo" and _dpo_reads_bundle(m))]
+
+
+def _needs_sft_policy(methods: list[Method]) -> bool:
+    """Whether a reward variant samples an SFT policy (sft-demo, init-sft): the run's own SFT model is passed."""
     from drirl.reward.irl import RewardTrainConfig
 
-    root, sfx, first = plan.root, _suffix(config, seed), seed == config.run.all_seeds[0]
-    hashes = plan.hashes
-    kinds = {m.kind for m in methods}
-    warm = config.run.warm_start == "sft" and "grpo" in kinds
-    # DPO and DPO-S start where the GRPO methods start, so the preference methods are compared from one model.
-    dpo_warm = config.run.warm_start == "sft" and "dpo" in kinds
-    # The SFT warm start's samples are negatives of the demonstration reward models: it is trained first.
-    sft_negatives = warm and config.run.reward_negatives == "policy+warm_start"
-    bundle_users = [m for m in methods if (m.kind == "grpo" and m.reward_source == "bundle") or m.kind == "bon"
-                    or (m.kind == "dpo" and _dpo_reads_bundle(m))]
-    needs_sft_policy = any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in bundle_users
-                           ) and "sft_policy" in _field_names(RewardTrainConfig)
-    sft_model = None
-    if any(m.name == "sft" for m in methods) or "bon" in kinds or warm or dpo_warm or needs_sft_policy:
-        sft_model = _plan_baseline(config, plan, BUILTIN_METHODS["sft"], seed, sfx)
+    return any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in _bundle_users(methods)
+               ) and "sft_policy" in _field_names(RewardTrainConfig)
 
-    reward_of: dict[str, str] = {}
-    for method in bundle_users:
+
+def _plan_warm_start(s: _Seed) -> None:
+    """The SFT model: a method of its own, the warm start of GRPO / DPO, Best-of-N's sampler, or AfD's SFT policy.
+    It is trained first: its samples can be negatives of the reward models."""
+    kinds = {m.kind for m in s.methods}
+    if (any(m.name == "sft" for m in s.methods) or "bon" in kinds or s.warm or s.dpo_warm
+            or _needs_sft_policy(s.methods)):
+        s.sft_model = _plan_baseline(s.config, s.plan, BUILTIN_METHODS["sft"], s.seed, s.sfx)
+
+
+def _plan_reward_models(s: _Seed) -> None:
+    """One reward stage per distinct reward setting the methods need: train the bundle, then check it."""
+    from drirl.reward.irl import RewardTrainConfig
+
+    config, plan = s.config, s.plan
+    sft_negatives = s.warm and config.run.reward_negatives == "policy+warm_start"
+    needs_sft_policy = _needs_sft_policy(s.methods)
+    for method in _bundle_users(s.methods):
         fixed = _reward_fixed(method)
         key = (fixed.get("per_category"), fixed.get("variant"))
         base_name = (_REWARD_STAGE_NAMES[key] if set(fixed) <= {"per_category", "variant"}
                      and key in _REWARD_STAGE_NAMES else f"reward-{method.name}")
-        name = base_name + sfx
-        reward_of[method.name] = name
+        name = base_name + s.sfx
+        s.reward_of[method.name] = name
         if name in plan.bundles:
             continue
         variant = fixed.get("variant", DEMO_VARIANT)
-        extra = sft_model if sft_negatives and variant != "init-sft" else None
-        sft_policy = sft_model if needs_sft_policy and variant in ("sft-demo", "init-sft") else None
-        rc = _reward_config(config, str(root / name / "bundle"), method, seed=seed, extra_negative_policy=extra,
-                            sft_policy=sft_policy)
-        inputs = {f"align-sft{sfx}": hashes[f"align-sft{sfx}"]} if (extra or sft_policy) else {}
-        stage = Stage(root, name, {**_reward_settings(rc), **({"inputs": inputs} if inputs else {})})
+        extra = s.sft_model if sft_negatives and variant != "init-sft" else None
+        sft_policy = s.sft_model if needs_sft_policy and variant in ("sft-demo", "init-sft") else None
+        rc = _reward_config(config, str(plan.root / name / "bundle"), method, seed=s.seed,
+                            extra_negative_policy=extra, sft_policy=sft_policy)
+        inputs = {s.sft_stage: plan.hashes[s.sft_stage]} if (extra or sft_policy) else {}
+        with_inputs = {"inputs": inputs} if inputs else {}
+        # The stage trains the bundle and then checks it on held-out pairs: a change of the check's settings reruns
+        # the check, not the training (_bundle_matches), and does not touch the stages that read the bundle.
+        stage = Stage(plan.root, name, {**config_to_dict(rc), **with_inputs},
+                      key={**output_settings(rc), **with_inputs,
+                           "check": {"eval_max_prompts_per_category": rc.eval_max_prompts_per_category}})
 
         def train(rc=rc, inputs=inputs):
             from drirl.reward.evaluate import evaluate_bundle, plot_heatmap
@@ -551,7 +567,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
             bundle = Path(rc.output)
             # A crash after training must not cost a retraining; a retrained input (same path) must.
             if not _bundle_matches(bundle, rc, inputs):
-                bundle = train_reward_models(rc)
+                bundle = train_reward_models(rc, **reward_policy_steps(rc))
                 if inputs:
                     distributed.on_main(atomic_write_json, bundle.parent / BUNDLE_INPUTS_FILE, inputs)
             metrics = evaluate_bundle(bundle, data=rc.data,
@@ -564,35 +580,60 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
 
         plan.add(stage, train, RewardTrainConfig)
         plan.bundles[name] = rc.output
-        # What later stages read is the bundle: settings of the evaluation after training do not rerun them.
-        hashes[name] = sha256_json(_training_settings(stage.settings))[:16]
+        # What later stages read is the bundle: the check's settings are not part of its hash.
+        plan.hashes[name] = settings_hash(rc, inputs)
 
-    def record(method: Method, *stage_names: str) -> None:
-        settings = {n: s.stage.settings for s in plan.stages for n in stage_names if s.stage.name == n}
-        plan.records[(method.name, seed)] = settings
 
-    for method in methods:
-        if method.kind == "base" and first:
+def reward_policy_steps(rc: Any) -> dict[str, Any]:
+    """The policy steps a reward config needs from the alignment stage (the reward stage does not import them), as
+    keyword arguments of :func:`drirl.reward.irl.train_reward_models`: a GRPO step between IRL rounds
+    (``rounds`` > 1) and the SFT policy of AfD's variants when no ``sft_policy`` is given. Used by ``drirl run`` and
+    ``drirl reward train`` alike."""
+    steps: dict[str, Any] = {}
+    if rc.rounds > 1 and rc.variant != "init-demo":
+        from drirl.align.recipe import align_policy_improver
+
+        steps["improve_policy"] = align_policy_improver(rc)
+    if rc.variant in ("sft-demo", "init-sft") and not rc.sft_policy:
+        from drirl.align.baselines import afd_sft_trainer
+
+        steps["train_sft_policy"] = afd_sft_trainer(rc)
+    return steps
+
+
+def _plan_base_and_sft(s: _Seed) -> None:
+    """The base policy (evaluated once, with the first seed) and the SFT methods."""
+    for method in s.methods:
+        if method.kind == "base" and s.first:
             from drirl.models import resolve_model
 
-            plan.models[(method.name, seed)] = str(resolve_model(config.run.policy))
-            record(method)
+            s.plan.models[(method.name, s.seed)] = str(resolve_model(s.config.run.policy))
+            s.record(method)
         elif method.kind == "sft":
             # The built-in sft is the warm start itself; a custom one trains its own model.
-            model = sft_model if method.name == "sft" else _plan_baseline(config, plan, method, seed, sfx)
-            plan.models[(method.name, seed)] = model
-            record(method, f"align-{method.name}{sfx}")
-    for method in methods:
+            model = (s.sft_model if method.name == "sft"
+                     else _plan_baseline(s.config, s.plan, method, s.seed, s.sfx))
+            s.plan.models[(method.name, s.seed)] = model
+            s.record(method, f"align-{method.name}{s.sfx}")
+
+
+def _plan_grpo(s: _Seed) -> None:
+    """GRPO and GRPO-S: one alignment stage per method, resumable from its checkpoints."""
+    from drirl.align.recipe import AlignConfig
+
+    config, plan = s.config, s.plan
+    for method in s.methods:
         if method.kind != "grpo":
             continue
-        name = f"align-{method.name}{sfx}"
-        bundle_stage = reward_of.get(method.name)
-        ac = _align_config(config, str(root / name / "run"), method, plan.bundles.get(bundle_stage),
-                           start=sft_model if warm else None, seed=seed)
-        inputs = {**({bundle_stage.split("/")[0]: hashes[bundle_stage]} if bundle_stage else {}),
-                  **({"align-sft": hashes[f"align-sft{sfx}"]} if warm else {})}
-        stage = Stage(root, name, {**config_to_dict(ac), "inputs": inputs})
-        hashes[name] = stage.hash
+        name = f"align-{method.name}{s.sfx}"
+        bundle_stage = s.reward_of.get(method.name)
+        ac = _align_config(config, str(plan.root / name / "run"), method, plan.bundles.get(bundle_stage),
+                           start=s.sft_model if s.warm else None, seed=s.seed)
+        inputs = {**({bundle_stage.split("/")[0]: plan.hashes[bundle_stage]} if bundle_stage else {}),
+                  **({"align-sft": plan.hashes[s.sft_stage]} if s.warm else {})}
+        stage = Stage(plan.root, name, {**config_to_dict(ac), "inputs": inputs},
+                      key={**output_settings(ac), "inputs": inputs})
+        plan.hashes[name] = stage.hash
 
         def align(ac=ac, stage=stage):
             from drirl.align.recipe import run_align
@@ -600,34 +641,46 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
             return {"model": str(run_align(ac, resume=True, checkpoint_hash=stage.hash)), "run": ac.output}
 
         plan.add(stage, align, AlignConfig)
-        plan.models[(method.name, seed)] = str(Path(ac.output) / "model")
-        plan.histories[(method.name, seed)] = ac.output
-        record(method, *([bundle_stage] if bundle_stage else []), *([f"align-sft{sfx}"] if warm else []), name)
-    for method in methods:
-        if method.kind == "dpo":
-            plan.models[(method.name, seed)] = _plan_baseline(config, plan, method, seed, sfx,
-                                                              plan.bundles.get(reward_of.get(method.name, "")),
-                                                              start=sft_model if dpo_warm else None)
-            record(method, *([reward_of[method.name]] if method.name in reward_of else []),
-                   *([f"align-sft{sfx}"] if dpo_warm else []), f"align-{method.name}{sfx}")
-        elif method.kind == "bon":
-            record(method, f"align-sft{sfx}", reward_of[method.name])
+        plan.models[(method.name, s.seed)] = str(Path(ac.output) / "model")
+        plan.histories[(method.name, s.seed)] = ac.output
+        s.record(method, *([bundle_stage] if bundle_stage else []), *([s.sft_stage] if s.warm else []), name)
 
+
+def _plan_preference_and_best_of_n(s: _Seed) -> None:
+    """DPO / DPO-S (a stage each) and Best-of-N (no training: the SFT model and a bundle, used at evaluation)."""
+    for method in s.methods:
+        if method.kind == "dpo":
+            s.plan.models[(method.name, s.seed)] = _plan_baseline(
+                s.config, s.plan, method, s.seed, s.sfx, s.plan.bundles.get(s.reward_of.get(method.name, "")),
+                start=s.sft_model if s.dpo_warm else None)
+            s.record(method, *([s.reward_of[method.name]] if method.name in s.reward_of else []),
+                     *([s.sft_stage] if s.dpo_warm else []), f"align-{method.name}{s.sfx}")
+        elif method.kind == "bon":
+            s.record(method, s.sft_stage, s.reward_of[method.name])
+
+
+def _plan_evaluations(s: _Seed) -> None:
+    """One evaluation stage per method, every method's responses scored by the same reward models."""
+    from drirl.eval.harness import EvalConfig
+
+    config, plan, sfx = s.config, s.plan, s.sfx
     scorer = next((name + sfx for name in ("reward", "reward-single") if name + sfx in plan.bundles), None)
-    for method in methods:
-        if method.kind == "base" and not first:
+    for method in s.methods:
+        if method.kind == "base" and not s.first:
             continue
-        model = sft_model if method.kind == "bon" else plan.models[(method.name, seed)]
+        model = s.sft_model if method.kind == "bon" else plan.models[(method.name, s.seed)]
         name = f"eval-{method.name}{sfx}"
-        ec = _eval_config(config, model, str(root / name), plan.bundles.get(scorer) if scorer else None, seed=seed)
-        sources = {"base": [], "bon": [f"align-sft{sfx}", reward_of.get(method.name, "")]}.get(
+        ec = _eval_config(config, model, str(plan.root / name), plan.bundles.get(scorer) if scorer else None,
+                          seed=s.seed)
+        sources = {"base": [], "bon": [s.sft_stage, s.reward_of.get(method.name, "")]}.get(
             method.kind, [f"align-{method.name}{sfx}"])
         sources = sources + ([scorer] if scorer and scorer not in sources else [])
-        bon_bundle = plan.bundles.get(reward_of.get(method.name, "")) if method.kind == "bon" else None
-        stage = Stage(root, name, {**config_to_dict(ec), "method": method.name, "bundle": bon_bundle,
-                                   "inputs": {n.split("/")[0]: hashes[n] for n in sources}})
+        bon_bundle = plan.bundles.get(s.reward_of.get(method.name, "")) if method.kind == "bon" else None
+        extras = {"method": method.name, "bundle": bon_bundle,
+                  "inputs": {n.split("/")[0]: plan.hashes[n] for n in sources}}
+        stage = Stage(plan.root, name, {**config_to_dict(ec), **extras}, key={**output_settings(ec), **extras})
 
-        def evaluate(ec=ec, method=method, bon_bundle=bon_bundle, seed=seed):
+        def evaluate(ec=ec, method=method, bon_bundle=bon_bundle, seed=s.seed, sft_model=s.sft_model):
             from drirl.eval.harness import evaluate as run_eval
 
             responder = None
@@ -642,8 +695,8 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
                 k: result.to_dict().get(k) for k in ("harmful_refusal", "benign_compliance", "qa_accuracy")}}
 
         plan.add(stage, evaluate, EvalConfig)
-        plan.evals[(method.name, seed)] = ec.output
-        plan.records.setdefault((method.name, seed), {})[name] = stage.settings
+        plan.evals[(method.name, s.seed)] = ec.output
+        plan.records.setdefault((method.name, s.seed), {})[name] = stage.settings
 
 
 def _dpo_reads_bundle(method: Method) -> bool:
@@ -657,33 +710,52 @@ def _dpo_reads_bundle(method: Method) -> bool:
 def run_pipeline(config: PipelineConfig) -> Path:
     """Run every stage the methods need; returns the run folder (holding report.md and report.json)."""
     plan = plan_pipeline(config)
-    root = plan.root
-    distributed.setup()  # under torchrun / accelerate launch: one process group for every stage
-    root.mkdir(parents=True, exist_ok=True)
-    removed = distributed.on_main(remove_temporaries, root)  # leftovers of writes a killed run did not finish
+    _start_run(config, plan)
+    timings = _run_stages(plan)
+    final = _export_final_model(config, plan)
+    _write_run_report(config, plan, timings, final)
+    return plan.root
+
+
+def _start_run(config: PipelineConfig, plan: RunPlan) -> None:
+    """One process group for every stage (under torchrun / accelerate launch), the run folder, config.json."""
+    distributed.setup()
+    plan.root.mkdir(parents=True, exist_ok=True)
+    removed = distributed.on_main(remove_temporaries, plan.root)  # leftovers of writes a killed run did not finish
     if removed:
         logger.info("removed %d unfinished temporary file(s) of an interrupted run", removed)
-    distributed.on_main(atomic_write_json, root / "config.json", run_record(config, plan))
+    distributed.on_main(atomic_write_json, plan.root / "config.json", run_record(config, plan))
+
+
+def _run_stages(plan: RunPlan) -> dict[str, float]:
     timings: dict[str, float] = {}
     for planned in plan.stages:
         plan.outputs[planned.stage.name] = _run_stage(planned.stage, planned.work, timings)
+    return timings
 
-    seeds = config.run.all_seeds
-    methods = config.run.all_methods
-    results = {m: json.loads((Path(plan.evals[(m, seeds[0])]) / "eval.json").read_text()) for m in methods}
+
+def _first_seed_results(config: PipelineConfig, plan: RunPlan) -> dict[str, dict[str, Any]]:
+    seed = config.run.all_seeds[0]
+    return {m: json.loads((Path(plan.evals[(m, seed)]) / "eval.json").read_text()) for m in config.run.all_methods}
+
+
+def _export_final_model(config: PipelineConfig, plan: RunPlan) -> Path | None:
+    """OUTPUT/model: the final method's model (first seed) with its model card."""
+    key = (config.run.final_method, config.run.all_seeds[0])
+    if config.run.final_method not in config.run.all_methods or key not in plan.models:
+        return None
+    result = _first_seed_results(config, plan).get(config.run.final_method)
+    return distributed.on_main(_export_final, config, plan.root, plan.models[key], result, plan.records.get(key, {}))
+
+
+def _write_run_report(config: PipelineConfig, plan: RunPlan, timings: dict[str, float], final: Path | None) -> None:
     from drirl.report import write_report
 
-    final = None
-    key = (config.run.final_method, seeds[0])
-    if config.run.final_method in methods and key in plan.models:
-        records = plan.records.get(key, {})
-        final = distributed.on_main(_export_final, config, root, plan.models[key],
-                                    results.get(config.run.final_method), records)
-    histories = {m: d for (m, s), d in plan.histories.items() if s == seeds[0]}
+    seed = config.run.all_seeds[0]
+    histories = {m: d for (m, s), d in plan.histories.items() if s == seed}
     bundles = {name: path for name, path in plan.bundles.items() if "/" not in name}
-    distributed.on_main(write_report, root, config, results, histories, timings, bundles, final,
-                        runs=_runs(config, plan))
-    return root
+    distributed.on_main(write_report, plan.root, config, _first_seed_results(config, plan), histories, timings,
+                        bundles, final, runs=_runs(config, plan))
 
 
 def _runs(config: PipelineConfig, plan: RunPlan) -> dict[str, Any]:
@@ -777,42 +849,15 @@ def format_plan(config: PipelineConfig, plan: RunPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Fields of RewardTrainConfig that only concern the evaluation after training: a change reruns it, not the training.
-EVAL_ONLY_REWARD_FIELDS = ("eval_max_prompts_per_category",)
-
-
-# Fields added to RewardTrainConfig after runs were made: left out of a stage's settings while unset, so an
-# existing run folder keeps its hashes.
-OPTIONAL_REWARD_FIELDS = ("extra_negative_policy",)
-
-
-def _reward_settings(config: Any) -> dict[str, Any]:
-    return {k: v for k, v in config_to_dict(config).items() if not (k in OPTIONAL_REWARD_FIELDS and v is None)}
-
-
-def _training_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """A reward stage's settings without its eval-only fields: what the trained bundle depends on."""
-    return {k: v for k, v in settings.items() if k not in EVAL_ONLY_REWARD_FIELDS
-            and not (k in OPTIONAL_REWARD_FIELDS and v is None)}
-
-
 def _bundle_matches(bundle: Path, config: Any, inputs: dict[str, str] | None = None) -> bool:
-    """Whether the bundle on disk was trained with ``config`` and, when given, from the stages hashed in ``inputs``."""
-    manifest = _read_json(bundle / "manifest.json")
+    """Whether the bundle on disk was trained with the output settings of ``config`` (drirl.stages) and, when given,
+    from the stages hashed in ``inputs``."""
+    manifest = read_json(bundle / "manifest.json")
     if not isinstance(manifest, dict):
         return False
-    if inputs and _read_json(bundle.parent / BUNDLE_INPUTS_FILE) != inputs:
+    if inputs and read_json(bundle.parent / BUNDLE_INPUTS_FILE) != inputs:
         return False
-    trained = manifest.get("config") or {}
-    return _training_settings(trained) == _training_settings(config_to_dict(config))
-
-
-def _read_json(path: Path) -> Any:
-    """The file's JSON value; None when it is missing or not JSON (a write a killed run did not finish)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return output_settings(manifest.get("config") or {}, type(config)) == output_settings(config)
 
 
 def _plan_baseline(config: PipelineConfig, plan: RunPlan, method: Method, seed: int, sfx: str,
@@ -830,14 +875,14 @@ def _plan_baseline(config: PipelineConfig, plan: RunPlan, method: Method, seed: 
         bc = dataclasses.replace(bc, reward_models=bundle)
     start = start or config.run.policy
     inputs = {"inputs": {"align-sft": plan.hashes[f"align-sft{sfx}"]}} if start != config.run.policy else {}
-    stage = Stage(plan.root, name, {**config_to_dict(bc), "policy": start, "data": config.run.data, **inputs})
+    extras = {"policy": start, "data": config.run.data, **inputs}
+    stage = Stage(plan.root, name, {**config_to_dict(bc), **extras}, key={**output_settings(bc), **extras})
     plan.hashes[name] = stage.hash
 
     def train():
-        from drirl.data.schema import load_bundled, read_examples
+        from drirl.data.schema import load_split
 
-        examples = read_examples(config.run.data) if config.run.data else load_bundled()
-        examples = [e for e in examples if e.split == "train" and e.demonstration]
+        examples = load_split(config.run.data, "train", with_demonstration=True)
         if method.kind == "sft":
             return {"model": str(baselines.train_sft(examples, start, target, bc))}
         return {"model": str(baselines.train_dpo(examples, None, start, target, bc))}

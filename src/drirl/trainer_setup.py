@@ -65,6 +65,15 @@ REPORT_TO = {"none": None, "tensorboard": ("tensorboard", "pip install 'drirl[te
              "wandb": ("wandb", "pip install wandb"), "mlflow": ("mlflow", "pip install mlflow")}
 
 
+def report_to_field() -> Any:
+    """The ``report_to`` field of every training config (reward models, SFT/DPO, GRPO-S): one default, one help."""
+    from drirl.config import help_field
+
+    return field(default="none", metadata=help_field(
+        f"Where the trainer logs besides the terminal: {', '.join(REPORT_TO)} (transformers' report_to; each but "
+        "none needs its package installed)."))
+
+
 def check_report_to(value: str | list[str], *, installed: bool = False) -> None:
     """ConfigError (key ``report_to``) for an unknown logger, and with ``installed`` for one whose package is
     missing. The name is checked when a config is built (a typo fails before any training instead of as a traceback

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from drirl.align.settings import ScalingConfig
 from drirl.config import help_field
@@ -26,7 +26,7 @@ from drirl.data.schema import BENIGN
 from drirl.errors import ConfigError, DataError
 from drirl.generation import GenerationSettings, as_messages, generate
 from drirl.io import atomic_directory, atomic_write_json
-from drirl.trainer_setup import PolicyLoraSettings, check_report_to, use_concise_logging
+from drirl.trainer_setup import PolicyLoraSettings, check_report_to, report_to_field, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ Scorer = Callable[[list[Any], list[str], list[str]], Sequence[float]]
 class _PolicyTrainingConfig(PolicyLoraSettings):
     """Fields shared by the SFT and DPO baselines (both fine-tune the policy with LoRA and save merged weights); the
     LoRA fields come from :class:`drirl.trainer_setup.PolicyLoraSettings`."""
+
+    # Fields that do not change the trained model (drirl.stages).
+    RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("logging_steps", "report_to")
 
     learning_rate: float = field(default=2e-4, metadata=help_field(
         "Peak learning rate (LoRA; use ~1e-5 for full fine-tuning)."))
@@ -63,8 +66,7 @@ class _PolicyTrainingConfig(PolicyLoraSettings):
     logging_steps: int = field(default=5, metadata=help_field("Log every N optimizer steps."))
     max_steps: int = field(default=-1, metadata=help_field(
         "Stop after this many optimizer steps (overrides num_train_epochs); -1: run the epochs."))
-    report_to: str = field(default="none", metadata=help_field(
-        "transformers report_to: none, tensorboard, wandb, ..."))
+    report_to: str = report_to_field()
     trust_remote_code: bool = field(default=False, metadata=help_field("Allow model code from the model folder."))
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
@@ -390,6 +392,23 @@ def train_sft(examples: Iterable[Any], model: str, output_dir: str | Path,
     trainer.train()
     manifest = _manifest("sft", model, config, trainer, started, train_examples=len(examples), train_rows=len(rows))
     return _finish(trainer, tokenizer, model, output_dir, work_dir, config, manifest)
+
+
+def afd_sft_trainer(config: Any) -> Callable[[list[Any], Path], str]:
+    """The SFT policy of AfD's reward variants (sft-demo, init-sft), handed to
+    :func:`drirl.reward.irl.train_reward_models` as ``train_sft_policy``: :func:`train_sft` from ``config.policy``
+    with the reward config's SFT settings (``sft_learning_rate``, ``sft_epochs``, seed, precision, prompt format)."""
+
+    def train(examples: list[Any], output: Path) -> str:
+        sft = SFTBaselineConfig(learning_rate=config.sft_learning_rate, num_train_epochs=config.sft_epochs,
+                                seed=config.seed, bf16=config.bf16, system_prompt=config.system_prompt,
+                                max_length=max(config.max_length, config.negative_max_new_tokens + 64),
+                                per_device_train_batch_size=config.per_device_train_batch_size,
+                                report_to=config.report_to, logging_steps=config.logging_steps,
+                                trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
+        return str(train_sft(examples, config.policy, output, sft))
+
+    return train
 
 
 # --------------------------------------------------------------------------------------------------- DPO

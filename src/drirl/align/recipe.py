@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from drirl.align.settings import ScalingConfig, check_outlier_tau
-from drirl.config import config_hash, config_to_dict, help_field
+from drirl.config import config_to_dict, help_field
 from drirl.distributed import on_main
 from drirl.errors import ConfigError, DataError
 from drirl.io import atomic_write_json, atomic_write_text
-from drirl.trainer_setup import PolicyLoraSettings, check_report_to, use_concise_logging
+from drirl.stages import last_complete_checkpoint, prepare_checkpoints, settings_hash
+from drirl.trainer_setup import PolicyLoraSettings, check_report_to, report_to_field, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ class AlignConfig(PolicyLoraSettings, ScalingConfig):
     """`drirl align` and the pipeline's ``align`` section. The scaling fields (``scaling_*``, ``alpha_min``,
     ``alpha_max``, ``text_encoder``) come from :class:`drirl.align.settings.ScalingConfig` and the LoRA fields from
     :class:`drirl.trainer_setup.PolicyLoraSettings`; both are validated when the config is built."""
+
+    # Fields that do not change the trained policy (drirl.stages): checkpoints written before a change are resumed.
+    RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("output", "save_steps", "logging_steps", "report_to",
+                                                  "encoder_batch_size")
 
     output: str | None = field(default=None, metadata=help_field("Run folder to write.", required=True))
     policy: str = field(default="smollm2-135m-instruct", metadata=help_field(
@@ -101,7 +107,7 @@ class AlignConfig(PolicyLoraSettings, ScalingConfig):
         "autocast, and LoRA adapters stay float32 either way)."))
     save_steps: int = field(default=10, metadata=help_field("Checkpoint every N steps (resume with --resume)."))
     logging_steps: int = field(default=1, metadata=help_field("Log every N steps."))
-    report_to: str = field(default="none", metadata=help_field("none, tensorboard or wandb."))
+    report_to: str = report_to_field()
     system_prompt: str | None = field(default=None, metadata=help_field("System prompt; default: template's."))
     seed: int = field(default=0, metadata=help_field("Seed."))
     trl_args: dict = field(default_factory=dict, metadata=help_field(
@@ -162,16 +168,11 @@ def load_prompts(config: AlignConfig, *, held_out: bool = False) -> list[Any]:
     With ``config.eval_prompts``, that many are set aside first (``held_out=True`` returns them) and the training
     prompts come from the rest, so the two sets never share a prompt.
     """
-    from drirl.data.schema import assert_not_test, load_bundled, load_taxonomy, read_examples
+    from drirl.data.schema import load_split, load_taxonomy
 
-    if config.data:
-        taxonomy = load_taxonomy(config.taxonomy) if config.taxonomy else None
-        examples = read_examples(config.data, taxonomy=taxonomy)
-    else:
-        examples = load_bundled()
-    examples = [e for e in examples if e.split == "train" and e.demonstration
-                and (config.include_benign or e.category != "benign")]
-    assert_not_test(examples)
+    taxonomy = load_taxonomy(config.taxonomy) if config.data and config.taxonomy else None
+    examples = [e for e in load_split(config.data, "train", taxonomy=taxonomy, with_demonstration=True)
+                if config.include_benign or e.category != "benign"]
     if not examples:
         raise DataError("no training prompts with demonstrations", file=config.data or "bundled data")
     evaluation: list[Any] = []
@@ -297,57 +298,12 @@ def build_grpo_config(config: AlignConfig, output_dir: str):
     return GRPOSConfig(**kwargs)
 
 
-# Beside an align run's checkpoints: the hash of the settings they were written with.
-CHECKPOINT_HASH_FILE = "checkpoints_hash.json"
-
-
-def prepare_checkpoints(run_dir: Path, settings_hash: str) -> str | None:
-    """Make ``run_dir/checkpoints`` safe to resume: keep them only when written with ``settings_hash``.
-
-    Checkpoints without a hash file, or with another one, came from other settings (a changed learning rate, an
-    earlier run's leftovers): they are removed so training starts fresh. The hash is written before training starts,
-    so a checkpoint of an interrupted run is found again by the rerun with the same settings. Returns why the old
-    checkpoints were removed, or None.
-    """
-    checkpoints = run_dir / "checkpoints"
-    marker = run_dir / CHECKPOINT_HASH_FILE
-    try:
-        recorded = json.loads(marker.read_text()).get("config_hash") if marker.is_file() else None
-    except (OSError, ValueError, AttributeError):  # a marker a killed run did not finish writing
-        recorded = None
-    reason = None
-    if checkpoints.is_dir() and any(checkpoints.iterdir()) and recorded != settings_hash:
-        reason = (f"checkpoints in {checkpoints} were written with other settings (hash {recorded or 'unknown'}, "
-                  f"now {settings_hash}): removed, training starts fresh")
-        logger.warning("%s", reason)
-        import shutil
-
-        shutil.rmtree(checkpoints)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"config_hash": settings_hash})
-    return reason
-
-
 def last_checkpoint(folder: Path) -> str | None:
-    """The newest *complete* checkpoint; incomplete ones (a kill while saving) are removed.
-
-    GRPOSTrainer writes its scaling state after everything else of a checkpoint, so that file marks completion.
-    """
-    import re
-    import shutil
-
+    """The newest complete GRPO-S checkpoint in ``folder`` (incomplete ones are removed): GRPOSTrainer writes its
+    scaling state after everything else of a checkpoint, so that file marks completion."""
     from drirl.align.grpo_s import SCALING_STATE_FILE
 
-    if not folder.is_dir():
-        return None
-    found = sorted((int(m.group(1)), p) for p in folder.iterdir()
-                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
-    for _, path in reversed(found):
-        if (path / SCALING_STATE_FILE).is_file() and (path / "trainer_state.json").is_file():
-            return str(path)
-        logger.warning("removing incomplete checkpoint %s", path)
-        shutil.rmtree(path, ignore_errors=True)
-    return None
+    return last_complete_checkpoint(folder, SCALING_STATE_FILE)
 
 
 def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[Any] | None = None,
@@ -388,7 +344,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
                            text_encoder=text_encoder)
     # Checkpoints written with other settings (another run's leftovers, a changed learning rate) are removed, never
     # resumed; done once every input has loaded, so a bad input leaves no folder behind.
-    on_main(prepare_checkpoints, output, checkpoint_hash or config_hash(config))
+    on_main(prepare_checkpoints, output, checkpoint_hash or settings_hash(config))
     checkpoint = last_checkpoint(checkpoints) if resume else None
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from scratch", checkpoints)
@@ -413,7 +369,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     held_out_rewards = [{"step": h["step"], "reward": h["eval_reward"]} for h in history if "eval_reward" in h]
     record = {
         "method": "grpo-s" if config.scaling_mode != "none" else "grpo",
-        "config": config_to_dict(config), "config_hash": config_hash(config),
+        "config": config_to_dict(config), "config_hash": checkpoint_hash or settings_hash(config),
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "held_out_reward": held_out_rewards,
@@ -460,3 +416,31 @@ def align_model_card(config: AlignConfig, record: dict[str, Any]) -> str:
 
 def read_history(output: str | Path) -> list[dict[str, Any]]:
     return json.loads((Path(output) / "log_history.json").read_text())
+
+
+def align_policy_improver(config: Any, align_settings: Any = None) -> Callable[[str, Path, Path, list[Any]], str]:
+    """The IRL policy step between reward rounds (METHOD.md §2.3), handed to
+    :func:`drirl.reward.irl.train_reward_models` as ``improve_policy``: a GRPO run of
+    ``config.policy_steps_per_round`` steps (``config``: the :class:`~drirl.reward.irl.RewardTrainConfig`).
+
+    ``align_settings`` (an :class:`AlignConfig` or a dict of its fields, e.g. a pipeline's ``align:`` section) gives
+    every other setting, so the step trains like the alignment stage does; without it the step uses AlignConfig's
+    defaults with scaling off. The policy, bundle, output, data, step count and a merged LoRA are always set here.
+    """
+    if align_settings is None:
+        base: dict[str, Any] = {"scaling_mode": "none", "seed": config.seed, "bf16": config.bf16}
+    elif isinstance(align_settings, dict):
+        base = dict(align_settings)
+    else:
+        base = config_to_dict(align_settings)
+
+    def improve(policy: str, reward_models: Path, output: Path, examples: list[Any]) -> str:
+        values = {**base, "policy": policy, "reward_models": str(reward_models), "output": str(output),
+                  "max_steps": config.policy_steps_per_round, "data": config.data, "merge_lora": True}
+        try:
+            align = AlignConfig(**values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"align settings of the IRL policy step: {err}", key="align") from None
+        return str(run_align(align, examples=examples))
+
+    return improve

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from drirl.config import HelpFormatter
+from drirl.config import HelpFormatter, section_if_present
 from drirl.errors import ConfigError, DataError
 
 
@@ -21,15 +21,6 @@ def _print_skipped(skipped: dict[str, int], path: str) -> None:
     if skipped:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
         print(f"skipped {sum(skipped.values())} invalid record(s) of {path} ({reasons})")
-
-
-def _section(path: str | None, name: str) -> str | None:
-    """Use the ``name:`` section of a YAML file when it has one (a pipeline config), else the whole file."""
-    if not path:
-        return None
-    from drirl.config import read_yaml
-
-    return name if isinstance(read_yaml(path).get(name), dict) else None
 
 
 # --------------------------------------------------------------------------------------------- handlers
@@ -141,7 +132,7 @@ def _balance(args: argparse.Namespace) -> int:
     from drirl.data.schema import read_card, read_examples_report, write_examples
 
     config = config_from_args(BalanceConfig, args, config_path=args.config,
-                              section=_section(args.config, "balance"))
+                              section=section_if_present(args.config, "balance"))
     taxonomy = _taxonomy(args)
     examples, skipped = read_examples_report(args.input, taxonomy=taxonomy, skip_invalid=args.skip_invalid)
     _print_skipped(skipped, args.input)
@@ -158,7 +149,8 @@ def _demos(args: argparse.Namespace) -> int:
     from drirl.config import config_from_args
     from drirl.data.demos import DemosConfig, generate_demonstrations
 
-    config = config_from_args(DemosConfig, args, config_path=args.config, section=_section(args.config, "demos"))
+    config = config_from_args(DemosConfig, args, config_path=args.config,
+                              section=section_if_present(args.config, "demos"))
     report = generate_demonstrations(config)
     print(report.summary())
     return 0
@@ -169,7 +161,8 @@ def _split(args: argparse.Namespace) -> int:
     from drirl.data.schema import empty_categories, read_card, read_examples_report, write_examples
     from drirl.data.splitting import SplitConfig, assign_splits, format_split_table
 
-    config = config_from_args(SplitConfig, args, config_path=args.config, section=_section(args.config, "split"))
+    config = config_from_args(SplitConfig, args, config_path=args.config,
+                              section=section_if_present(args.config, "split"))
     taxonomy = _taxonomy(args)
     examples, skipped = read_examples_report(args.input, taxonomy=taxonomy, skip_invalid=args.skip_invalid)
     _print_skipped(skipped, args.input)

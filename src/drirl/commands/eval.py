@@ -42,24 +42,14 @@ outputs (with --output DIR): eval.json, eval.md, per_category.png, jailbreaks.pn
 """
 
 
-def _config_section(path: str | None) -> str | None:
-    """Use the ``eval:`` section of a pipeline YAML file, or the whole file when it is a plain EvalConfig."""
-    if not path:
-        return None
-    from drirl.config import read_yaml
-
-    data = read_yaml(path)
-    return "eval" if isinstance(data.get("eval"), dict) else None
-
-
 def _handle(args: argparse.Namespace) -> int:
-    from drirl.config import config_from_args
+    from drirl.config import config_from_args, section_if_present
     from drirl.eval.harness import EvalConfig, evaluate
     from drirl.eval.report import render_markdown
 
     extra = {"model": args.model} if args.model else {}
-    config = config_from_args(EvalConfig, args, config_path=args.config, section=_config_section(args.config),
-                              extra=extra)
+    config = config_from_args(EvalConfig, args, config_path=args.config,
+                              section=section_if_present(args.config, "eval"), extra=extra)
     result = evaluate(config)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drirl.config import HelpFormatter
+from drirl.config import HelpFormatter, section_if_present
 
 DESCRIPTION = """\
 Stage 2 of the pipeline: one reward model per harm category (METHOD.md §2.3), learned by maximum-likelihood
@@ -72,15 +72,6 @@ examples:
    "decision_accuracy": {"harmful": 0.9, "benign": 0.88, "borderline": 0.85, "per_category": {...}},
    "decision_cross_category": {...}, "decision_pairs": {"crime": 7, ...}}
 """
-
-
-def _section(path: str | None, name: str) -> str | None:
-    """Use the ``name:`` section of a YAML file when it has one (a pipeline config), else the whole file."""
-    if not path:
-        return None
-    from drirl.config import read_yaml
-
-    return name if isinstance(read_yaml(path).get(name), dict) else None
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -158,14 +149,15 @@ def _json_safe(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------- handlers
 def train_handler(args: argparse.Namespace) -> int:
     from drirl.config import config_from_args
+    from drirl.pipeline import reward_policy_steps
     from drirl.reward.bundle import read_manifest
     from drirl.reward.irl import RewardTrainConfig, train_reward_models
 
     config = config_from_args(RewardTrainConfig, args, config_path=args.config,
-                              section=_section(args.config, "reward"))
+                              section=section_if_present(args.config, "reward"))
     # The trainer prints its log dicts on stdout; keep stdout for the summary below.
     with contextlib.redirect_stdout(sys.stderr):
-        bundle = train_reward_models(config)
+        bundle = train_reward_models(config, **reward_policy_steps(config))
     manifest = read_manifest(bundle)
     print(f"reward-model bundle: {bundle}")
     print(f"variant {manifest['variant']}, mode {manifest['mode']}, "

@@ -434,11 +434,39 @@ def assert_not_test(examples: Iterable[Example], *, where: str = "training") -> 
 assert_train_only = assert_not_test
 
 
-def train_examples(examples: Iterable[Example]) -> list[Example]:
-    """The training split, checked by :func:`assert_not_test`; every training entry point goes through this."""
+def train_examples(examples: Iterable[Example], *, where: str = "training") -> list[Example]:
+    """The training split, checked by :func:`assert_not_test`; every training entry point goes through this (by way
+    of :func:`load_split`)."""
     train = split_examples(examples, "train")
-    assert_not_test(train)
+    assert_not_test(train, where=where)
     return train
+
+
+def load_examples(data: str | os.PathLike | None = None, *, taxonomy: Taxonomy | None = None,
+                  skip_invalid: bool = False, require_demonstration: bool = False) -> list[Example]:
+    """Every example of ``data`` (a JSON-lines file or a datasets folder), or of the bundled set when it is None."""
+    if data is None or data == "":
+        return load_bundled()
+    return read_examples(data, taxonomy=taxonomy, skip_invalid=skip_invalid,
+                         require_demonstration=require_demonstration)
+
+
+def load_split(data: str | os.PathLike | None, split: str, *, taxonomy: Taxonomy | None = None,
+               with_demonstration: bool = False, skip_invalid: bool = False, require_demonstration: bool = False,
+               where: str = "training") -> list[Example]:
+    """The examples of one split of ``data`` (None: the bundled set): the one loader of every stage.
+
+    ``with_demonstration`` keeps the rows that have one; ``require_demonstration`` makes a row without one an error
+    (naming file and line). The train split goes through :func:`train_examples`, so no held-out row reaches
+    ``where``.
+    """
+    check_split(split)
+    examples = load_examples(data, taxonomy=taxonomy, skip_invalid=skip_invalid,
+                             require_demonstration=require_demonstration)
+    chosen = train_examples(examples, where=where) if split == "train" else split_examples(examples, split)
+    if with_demonstration:
+        chosen = [e for e in chosen if e.demonstration]
+    return chosen
 
 
 def empty_categories(examples: Iterable[Example], taxonomy: Taxonomy | None = None, *,

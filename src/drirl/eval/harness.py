@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from drirl.config import config_to_dict, help_field
 from drirl.errors import ConfigError, DataError
@@ -57,6 +57,9 @@ BENIGN = "benign"
 @dataclass
 class EvalConfig:
     """Options of ``drirl eval`` (also the ``eval:`` section of a pipeline YAML file)."""
+
+    # The output folder does not change the results (drirl.stages).
+    RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("output",)
 
     model: str = field(default="", metadata=help_field(
         "Model to evaluate: a folder, a hub id, or the bundled alias smollm2-135m-instruct.", required=True))
@@ -214,7 +217,7 @@ def load_eval_examples(path: str | None, split: str = "test") -> list[Any]:
 
     if split not in ("test", "validation", "all"):
         raise ConfigError(f"eval_split must be test, validation or all, got {split!r}", key="eval_split")
-    examples = list(schema.load_bundled()) if path is None else list(schema.read_examples(path))
+    examples = schema.load_examples(path)
     if split == "all":
         return examples
     chosen = [e for e in examples if e.split == split]

@@ -34,7 +34,7 @@ def best_of_n_gate(sft_model: str, bundle_dir: str | os.PathLike, *, data: str |
     ``reward`` (its score), ``greedy`` (when asked for).
     """
     from drirl.align.baselines import BestOfNConfig, best_of_n
-    from drirl.data.schema import load_bundled, read_examples
+    from drirl.data.schema import load_split
     from drirl.generation import GenerationSettings, generate
     from drirl.models import load_policy
     from drirl.reward.bundle import CategoryRewardModels
@@ -43,11 +43,11 @@ def best_of_n_gate(sft_model: str, bundle_dir: str | os.PathLike, *, data: str |
         raise ValueError(f"n must be >= 1, got {n}")
     if bundle is None:
         bundle = CategoryRewardModels(bundle_dir, batch_size=batch_size, bf16=bf16)
-    examples = read_examples(data, skip_invalid=True) if data else load_bundled(split="test")
+    examples = load_split(data, "test", skip_invalid=True)
     scored = set(bundle.categories) or None  # a single-model bundle scores every category
     by_category: dict[str, list[Any]] = {}
     for example in sorted(examples, key=lambda e: e.id):
-        if example.split == "test" and (scored is None or example.category in scored):
+        if scored is None or example.category in scored:
             by_category.setdefault(example.category, []).append(example)
     chosen = [e for items in by_category.values() for e in items[:max_prompts_per_category]]
     if not chosen:

@@ -54,14 +54,11 @@ def _test_examples(manifest: dict[str, Any], data: str | os.PathLike | None, tax
     """Test-split examples with a demonstration, grouped by the categories the bundle covers."""
     import random
 
-    from drirl.data.schema import load_bundled, load_taxonomy, read_examples
+    from drirl.data.schema import load_split, load_taxonomy
 
     source = str(data) if data else "bundled data"
-    if data:
-        examples = read_examples(data, taxonomy=load_taxonomy(taxonomy) if taxonomy else None, skip_invalid=True)
-    else:
-        examples = load_bundled(split="test")
-    examples = [e for e in examples if e.split == "test" and e.demonstration]
+    examples = load_split(data, "test", taxonomy=load_taxonomy(taxonomy) if data and taxonomy else None,
+                          skip_invalid=True, with_demonstration=True)
     models = manifest["models"]
     covered = [c for c in models if c != "all"] or list(manifest.get("categories") or [])
     grouped: dict[str, list[Any]] = {}

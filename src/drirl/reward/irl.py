@@ -40,7 +40,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from drirl.config import config_to_dict, help_field
 from drirl.distributed import on_main
@@ -50,17 +50,22 @@ from drirl.io import atomic_directory, atomic_write_json, is_temporary, remove_t
 from drirl.reward.bundle import BUNDLE_FORMAT, MANIFEST, SINGLE_MODEL
 from drirl.reward.negatives import sample_negatives
 from drirl.reward.scoring import encode_pair, fit_max_length
-from drirl.trainer_setup import check_report_to, top_layers, use_concise_logging
+from drirl.stages import output_settings, prepare_work_dir
+from drirl.trainer_setup import DEFAULT_LORA_TARGETS, check_report_to, report_to_field, top_layers, use_concise_logging
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("demo-vs-policy", "init-demo", "sft-demo", "init-sft")
 NEGATIVE_KINDS = ("policy", "controlled")
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
 class RewardTrainConfig:
+    # Fields that change how the bundle is trained or checked, not the models it holds (drirl.stages): a change
+    # retrains nothing, under `drirl run` and `drirl reward train` alike.
+    RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ("output", "negatives_cache", "generation_batch_size", "logging_steps",
+                                                  "report_to", "eval_max_prompts_per_category")
+
     output: str | None = field(default=None, metadata=help_field("Folder of the reward-model bundle to write.",
                                                                   required=True))
     policy: str = field(default="smollm2-135m-instruct", metadata=help_field(
@@ -154,7 +159,7 @@ class RewardTrainConfig:
         "which adds it when scoring a prompt without a system message). Default: the chat template's own."))
     seed: int = field(default=0, metadata=help_field("Seed for sampling, subsetting and initialisation."))
     logging_steps: int = field(default=5, metadata=help_field("Log every N optimizer steps."))
-    report_to: str = field(default="none", metadata=help_field("TRL/transformers report_to: none, tensorboard, wandb."))
+    report_to: str = report_to_field()
     trust_remote_code: bool = field(default=False, metadata=help_field("Allow model code from the model folder."))
     allow_pickle: bool = field(default=False, metadata=help_field("Allow pickle-based (.bin) weights."))
 
@@ -220,7 +225,7 @@ class RewardTrainConfig:
 # ------------------------------------------------------------------------------------------------ data
 def load_training_examples(config: RewardTrainConfig) -> dict[str, list[Any]]:
     """Train-split examples with demonstrations, grouped by category (capped deterministically)."""
-    from drirl.data.schema import assert_not_test, default_taxonomy, load_bundled, load_taxonomy, read_examples
+    from drirl.data.schema import default_taxonomy, load_split, load_taxonomy
 
     taxonomy = load_taxonomy(config.taxonomy) if config.taxonomy else None
     known = (taxonomy or default_taxonomy()).all_ids
@@ -228,12 +233,8 @@ def load_training_examples(config: RewardTrainConfig) -> dict[str, list[Any]]:
     if unknown:
         raise ConfigError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} "
                           f"(taxonomy: {', '.join(known)})", key="categories")
-    if config.data:
-        examples = read_examples(config.data, taxonomy=taxonomy, require_demonstration=True)
-    else:
-        examples = load_bundled()
-    examples = [e for e in examples if e.split == "train" and e.demonstration]
-    assert_not_test(examples)
+    examples = load_split(config.data, "train", taxonomy=taxonomy, with_demonstration=True,
+                          require_demonstration=bool(config.data))
     wanted = set(config.categories)
     grouped: dict[str, list[Any]] = defaultdict(list)
     for example in examples:
@@ -260,15 +261,14 @@ def load_training_examples(config: RewardTrainConfig) -> dict[str, list[Any]]:
 
 def load_overrefusal_examples(config: RewardTrainConfig) -> list[Any]:
     """Benign examples with a demonstration from ``config.overrefusal_split`` (never the test split)."""
-    from drirl.data.schema import load_bundled, load_taxonomy, read_examples
+    from drirl.data.schema import load_split, load_taxonomy
 
     if not config.overrefusal_split:
         return []
-    taxonomy = load_taxonomy(config.taxonomy) if config.taxonomy else None
-    examples = (read_examples(config.data, taxonomy=taxonomy, skip_invalid=True) if config.data
-                else load_bundled())
-    return sorted((e for e in examples if e.split == config.overrefusal_split and e.category == "benign"
-                   and e.demonstration), key=lambda e: e.id)
+    taxonomy = load_taxonomy(config.taxonomy) if config.data and config.taxonomy else None
+    examples = load_split(config.data, config.overrefusal_split, taxonomy=taxonomy, skip_invalid=True,
+                          with_demonstration=True)
+    return sorted((e for e in examples if e.category == "benign"), key=lambda e: e.id)
 
 
 def build_pairs(examples: list[Any], positives: dict[str, list[str]] | None,
@@ -386,24 +386,24 @@ def fit_reward_model(pairs: list[dict[str, Any]], config: RewardTrainConfig, tok
     return metrics
 
 
-def _sft_policy(config: RewardTrainConfig, grouped: dict[str, list[Any]], work: Path) -> str:
+class SFTPolicyTrainer(Protocol):
+    """Trains the SFT policy AfD's variants sample from (sft-demo, init-sft) on ``examples``' demonstrations, writes
+    it to ``output`` and returns the model's folder."""
+
+    def __call__(self, examples: list[Any], output: Path) -> str: ...
+
+
+def _sft_policy(config: RewardTrainConfig, grouped: dict[str, list[Any]], work: Path,
+                train_sft_policy: SFTPolicyTrainer | None) -> str:
     """The SFT policy AfD's variants sample from: ``config.sft_policy`` when given, else one trained once on all
-    categories' demonstrations."""
+    categories' demonstrations by ``train_sft_policy``."""
     if config.sft_policy:
         return config.sft_policy
     target = work / "sft-policy"
     if (target / "config.json").is_file():
         return str(target)
-    from drirl.align.baselines import SFTBaselineConfig, train_sft
-
-    examples = [e for items in grouped.values() for e in items]
-    sft = SFTBaselineConfig(learning_rate=config.sft_learning_rate, num_train_epochs=config.sft_epochs,
-                            seed=config.seed, bf16=config.bf16, system_prompt=config.system_prompt,
-                            max_length=max(config.max_length, config.negative_max_new_tokens + 64),
-                            per_device_train_batch_size=config.per_device_train_batch_size,
-                            report_to=config.report_to, logging_steps=config.logging_steps,
-                            trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
-    return str(train_sft(examples, config.policy, target, sft))
+    assert train_sft_policy is not None  # checked by _check_policy_steps before any work
+    return str(train_sft_policy([e for items in grouped.values() for e in items], target))
 
 
 class PolicyImprover(Protocol):
@@ -414,35 +414,18 @@ class PolicyImprover(Protocol):
     def __call__(self, policy: str, reward_models: Path, output: Path, examples: list[Any]) -> str: ...
 
 
-def align_policy_improver(config: RewardTrainConfig, align_settings: Any = None) -> PolicyImprover:
-    """The default policy step: a GRPO run of ``config.policy_steps_per_round`` steps.
-
-    ``align_settings`` (an :class:`~drirl.align.recipe.AlignConfig` or a dict of its fields, e.g. a pipeline's
-    ``align:`` section) gives every other setting, so the step trains like the alignment stage does; without it the
-    step uses AlignConfig's defaults with scaling off. The policy, bundle, output, data, step count and a merged
-    LoRA are always set here.
-    """
-    from drirl.config import config_to_dict
-
-    if align_settings is None:
-        base: dict[str, Any] = {"scaling_mode": "none", "seed": config.seed, "bf16": config.bf16}
-    elif isinstance(align_settings, dict):
-        base = dict(align_settings)
-    else:
-        base = config_to_dict(align_settings)
-
-    def improve(policy: str, reward_models: Path, output: Path, examples: list[Any]) -> str:
-        from drirl.align.recipe import AlignConfig, run_align
-
-        values = {**base, "policy": policy, "reward_models": str(reward_models), "output": str(output),
-                  "max_steps": config.policy_steps_per_round, "data": config.data, "merge_lora": True}
-        try:
-            align = AlignConfig(**values)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"align settings of the IRL policy step: {err}", key="align") from None
-        return str(run_align(align, examples=examples))
-
-    return improve
+def _check_policy_steps(config: RewardTrainConfig, improve_policy: PolicyImprover | None,
+                        train_sft_policy: SFTPolicyTrainer | None) -> None:
+    """The policy steps this stage does not own are passed in (the alignment stage sits above it): an error before
+    any work when one is needed and missing."""
+    if config.rounds > 1 and config.variant != "init-demo" and improve_policy is None:
+        raise ConfigError(f"rounds = {config.rounds} needs a policy step between rounds: pass improve_policy "
+                          "(drirl.align.recipe.align_policy_improver(config)); drirl reward train and drirl run "
+                          "pass it", key="rounds")
+    if config.variant in ("sft-demo", "init-sft") and not config.sft_policy and train_sft_policy is None:
+        raise ConfigError(f"variant {config.variant} samples an SFT policy: set sft_policy, or pass train_sft_policy "
+                          "(drirl.align.baselines.afd_sft_trainer(config)); drirl reward train and drirl run pass "
+                          "it", key="sft_policy")
 
 
 def _improve_policy(improver: PolicyImprover, policy: str, bundle: Path, work: Path, round_index: int,
@@ -453,35 +436,6 @@ def _improve_policy(improver: PolicyImprover, policy: str, bundle: Path, work: P
         if (done / "config.json").is_file():
             return str(done)
     return str(improver(policy, bundle, target, examples))
-
-
-# Fields that do not change the trained models: a resumed run may change them freely.
-_RESUME_IRRELEVANT = ("output", "negatives_cache", "generation_batch_size", "logging_steps", "report_to")
-
-
-def _resume_key(config: RewardTrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in config_to_dict(config).items() if k not in _RESUME_IRRELEVANT}
-
-
-def _prepare_work_dir(work: Path, config: RewardTrainConfig, data_fingerprint: str) -> None:
-    """``<output>.partial`` keeps finished models; it is reused only by a run with the same settings and data."""
-    stamp = work / "run.json"
-    wanted = {"config": _resume_key(config), "data": data_fingerprint}
-    if work.is_dir() and stamp.is_file():
-        try:
-            previous = json.loads(stamp.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        if previous == wanted:
-            logger.info("resuming the interrupted run in %s", work)
-            return
-        logger.warning("%s holds an interrupted run with other settings or data: starting over", work)
-        shutil.rmtree(work)
-    elif work.is_dir() and any(work.iterdir()):
-        logger.warning("%s exists without a run stamp: starting over", work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stamp, wanted)
 
 
 def _model_ref_for_manifest(reference: str) -> str:
@@ -534,16 +488,19 @@ def _overrefusal_pairs(config: RewardTrainConfig, examples: list[Any], settings:
 
 
 def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImprover | None = None,
-                        align_settings: Any = None) -> Path:
+                        train_sft_policy: SFTPolicyTrainer | None = None) -> Path:
     """Train the bundle; resumable (finished models in ``<output>.partial`` are kept). Returns its path.
 
-    With ``rounds`` > 1 the policy step between rounds is ``improve_policy`` when given, else a GRPO run built by
-    :func:`align_policy_improver` from ``align_settings`` (the pipeline's ``align`` settings).
+    The policy steps belong to the alignment stage and are passed in: ``improve_policy``, the step between rounds
+    (needed when ``rounds`` > 1; :func:`drirl.align.recipe.align_policy_improver` is a GRPO run), and
+    ``train_sft_policy``, the SFT policy of sft-demo / init-sft without ``sft_policy``
+    (:func:`drirl.align.baselines.afd_sft_trainer`).
     """
     from drirl.models import load_tokenizer, resolve_model
 
     if not config.output:
         raise ConfigError("missing required field", key="output")
+    _check_policy_steps(config, improve_policy, train_sft_policy)
     output = Path(config.output)
     work = output.with_name(output.name + ".partial")
     grouped = load_training_examples(config)
@@ -554,7 +511,8 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
             resolve_model(reference)
     all_examples = [e for items in grouped.values() for e in items]
     # Rank 0 alone touches the work folder; the others wait and then read what it holds.
-    on_main(_prepare_work_dir, work, config, sha256_json([e.to_dict() for e in all_examples])[:16])
+    on_main(prepare_work_dir, work, {"config": output_settings(config),
+                                     "data": sha256_json([e.to_dict() for e in all_examples])[:16]})
     on_main(remove_temporaries, work)  # what a killed run was writing when it died
     settings = config.generation_settings()
     tokenizer = load_tokenizer(config.backbone_ref, trust_remote_code=config.trust_remote_code,
@@ -563,7 +521,8 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
                 "one per category" if config.per_category else "one model for all", len(grouped),
                 len(all_examples))
 
-    positive_policy = _sft_policy(config, grouped, work) if config.variant in ("sft-demo", "init-sft") else None
+    positive_policy = (_sft_policy(config, grouped, work, train_sft_policy)
+                       if config.variant in ("sft-demo", "init-sft") else None)
     overrefusal_examples = load_overrefusal_examples(config)
     if config.overrefusal_split and not overrefusal_examples:
         logger.warning("overrefusal_split %r: no benign examples with a demonstration in that split",
@@ -610,10 +569,10 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
             models[SINGLE_MODEL] = all_examples
         on_main(_write_bundle_manifest, round_dir, config, models, metrics, data_hash, tokenizer, sampler)
         if round_index + 1 < config.rounds and config.variant != "init-demo":
-            improver = improve_policy or align_policy_improver(config, align_settings)
+            assert improve_policy is not None  # checked by _check_policy_steps before any work
             # Each variant improves the policy it samples: sft-demo its SFT policy, demo-vs-policy the policy.
             current = positive_policy if config.variant == "sft-demo" else policy
-            improved = _improve_policy(improver, current, round_dir, work, round_index, all_examples)
+            improved = _improve_policy(improve_policy, current, round_dir, work, round_index, all_examples)
             if config.variant == "sft-demo":
                 positive_policy = improved
             else:
