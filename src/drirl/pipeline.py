@@ -545,7 +545,8 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
         stage = Stage(root, name, {**_reward_settings(rc), **({"inputs": inputs} if inputs else {})})
 
         def train(rc=rc, inputs=inputs):
-            from drirl.reward.evaluate import evaluate_bundle, plot_heatmap
+            from drirl.plots import plot_heatmap
+            from drirl.reward.evaluate import evaluate_bundle
             from drirl.reward.irl import train_reward_models
 
             bundle = Path(rc.output)
