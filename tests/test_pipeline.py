@@ -147,6 +147,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     import drirl.align.recipe as trainer
     import drirl.eval.harness as harness
     import drirl.pipeline as pipeline
+    import drirl.plots as plots
     import drirl.report as report
     import drirl.reward.evaluate as reward_evaluate
     import drirl.reward.irl as irl
@@ -185,7 +186,7 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     caps: list[int | None] = []
     monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda bundle, data=None, max_prompts_per_category=None: (
         caps.append(max_prompts_per_category), {"cross_category": [], "categories": []})[1])
-    monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
+    monkeypatch.setattr(plots, "plot_heatmap", lambda *a: None)
     monkeypatch.setattr(report, "write_report", lambda root, config, *a, **k: calls.append(("report", config.run)))
 
     evaluated: list[str] = []

@@ -88,7 +88,7 @@ def test_evaluate_needs_test_examples(lora_bundle, tmp_path, cache):
 def test_plot_heatmap_is_written_atomically(tmp_path, monkeypatch):
     import os
 
-    from drirl.reward.evaluate import plot_heatmap
+    from drirl.plots import plot_heatmap
 
     matrix = {"crime": {"crime": 0.9, "insult": 0.4}, "insult": {"crime": math.nan, "insult": 0.8}}
     out = plot_heatmap(matrix, ["crime", "insult"], tmp_path / "sub" / "cross.png")
@@ -109,7 +109,7 @@ def test_plot_heatmap_is_written_atomically(tmp_path, monkeypatch):
 
 
 def test_plot_heatmap_lists(tmp_path):
-    from drirl.reward.evaluate import plot_heatmap
+    from drirl.plots import plot_heatmap
 
     assert plot_heatmap([[0.5, 1.0, 0.0]], ["a", "b", "c"], tmp_path / "one_row.png").is_file()
     with pytest.raises(ValueError, match="one per category"):

@@ -19,6 +19,7 @@ def fake_stages(monkeypatch):
     import drirl.align.baselines as baselines
     import drirl.align.recipe as trainer
     import drirl.eval.harness as harness
+    import drirl.plots as plots
     import drirl.reward.evaluate as reward_evaluate
     import drirl.reward.irl as irl
     from drirl.config import config_to_dict
@@ -64,7 +65,7 @@ def fake_stages(monkeypatch):
     monkeypatch.setattr(trainer, "run_align", fake_align)
     monkeypatch.setattr(irl, "train_reward_models", fake_reward)
     monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda *a, **k: {"cross_category": [], "categories": []})
-    monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
+    monkeypatch.setattr(plots, "plot_heatmap", lambda *a: None)
     monkeypatch.setattr(harness, "evaluate", fake_eval)
     return calls
 

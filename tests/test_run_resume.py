@@ -25,6 +25,7 @@ def test_a_changed_learning_rate_starts_alignment_fresh(tiny_lm_path, tmp_path, 
 
     import drirl.align.recipe as trainer
     import drirl.eval.harness as harness
+    import drirl.plots as plots
     import drirl.reward.evaluate as reward_evaluate
     import drirl.reward.irl as irl
     from drirl.config import config_to_dict
@@ -47,7 +48,7 @@ def test_a_changed_learning_rate_starts_alignment_fresh(tiny_lm_path, tmp_path, 
     monkeypatch.setattr(trainer, "build_reward_funcs", lambda config: [length_reward])
     monkeypatch.setattr(irl, "train_reward_models", fake_reward)
     monkeypatch.setattr(reward_evaluate, "evaluate_bundle", lambda *a, **k: {"cross_category": [], "categories": []})
-    monkeypatch.setattr(reward_evaluate, "plot_heatmap", lambda *a: None)
+    monkeypatch.setattr(plots, "plot_heatmap", lambda *a: None)
     monkeypatch.setattr(harness, "evaluate", fake_eval)
     monkeypatch.setenv("DRIRL_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "run.yaml"

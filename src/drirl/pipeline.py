@@ -561,7 +561,8 @@ def _plan_reward_models(s: _Seed) -> None:
                            "check": {"eval_max_prompts_per_category": rc.eval_max_prompts_per_category}})
 
         def train(rc=rc, inputs=inputs):
-            from drirl.reward.evaluate import evaluate_bundle, plot_heatmap
+            from drirl.plots import plot_heatmap
+            from drirl.reward.evaluate import evaluate_bundle
             from drirl.reward.irl import train_reward_models
 
             bundle = Path(rc.output)

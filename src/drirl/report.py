@@ -105,68 +105,6 @@ def _pm(entry: dict[str, Any] | None) -> str:
             f"({entry['n_seeds']})")
 
 
-def _history(run_dir: str) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "log_history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def plot_reward_curves(histories: dict[str, str], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from drirl.align.plots import save_figure
-
-    curves = {m: [(h["step"], h["reward"]) for h in _history(d) if "reward" in h] for m, d in histories.items()}
-    curves = {m: c for m, c in curves.items() if c}
-    if not curves:
-        return None
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for method, points in curves.items():
-        axis.plot(*zip(*points, strict=False), marker="o", ms=3, label=method)
-    axis.set(xlabel="step", ylabel="mean reward (own reward models)", title="training reward")
-    axis.legend()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
-
-
-def plot_alpha(history_dir: str, path: Path) -> Path | None:
-    """α over training (mean and min-max band) and the per-category mean α."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from drirl.align.plots import save_figure
-
-    rows = [h for h in _history(history_dir) if "scaling/alpha/mean" in h]
-    if not rows:
-        return None
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    steps = [h["step"] for h in rows]
-    for name, colour in (("alpha", "C0"), ("alpha_data", "C1"), ("alpha_model", "C2")):
-        left.plot(steps, [h[f"scaling/{name}/mean"] for h in rows], color=colour, label=f"{name} mean")
-    left.fill_between(steps, [h["scaling/alpha/min"] for h in rows], [h["scaling/alpha/max"] for h in rows],
-                      color="C0", alpha=0.15, label="α min–max")
-    left.set(xlabel="step", ylabel="value", title="difficulty factors")
-    left.legend(fontsize=7)
-    by_category: dict[str, list[float]] = {}
-    for h in rows:
-        for key, value in h.items():
-            if key.startswith("scaling/alpha_by_category/"):
-                by_category.setdefault(key.rsplit("/", 1)[1], []).append(value)
-    names = sorted(by_category)
-    right.bar(names, [sum(v) / len(v) for v in (by_category[n] for n in names)], color="C0")
-    right.axhline(1.0, color="grey", lw=0.8)
-    right.set(ylabel="mean α", title="α by category")
-    right.tick_params(axis="x", rotation=45)
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
-
-
 def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -177,7 +115,8 @@ def write_report(root: Path, config: Any, results: dict[str, dict[str, Any]], hi
     """report.json and report.md. ``results``: each method's evaluation of the first seed; ``runs`` (from
     drirl.pipeline): ``seeds``, ``evals`` ({method: {seed: eval folder}}), ``pairs`` to compare, and each method's
     resolved ``settings``."""
-    from drirl.eval.report import compare_results, plot_comparison
+    from drirl.eval.report import compare_results
+    from drirl.plots import plot_alpha, plot_comparison, plot_reward_curves
 
     runs = runs or {}
     evals = runs.get("evals") or {}

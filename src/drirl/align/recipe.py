@@ -315,8 +315,8 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     held-out reward (``config.eval_prompts``)."""
 
     from drirl.align.grpo_s import GRPOSTrainer
-    from drirl.align.plots import plot_training_curves
     from drirl.models import fix_special_tokens, load_causal_lm, load_tokenizer
+    from drirl.plots import plot_training_curves
     from drirl.trainer_setup import seed_everything
 
     if not config.output:

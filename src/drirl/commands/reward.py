@@ -168,7 +168,8 @@ def train_handler(args: argparse.Namespace) -> int:
 
 
 def eval_handler(args: argparse.Namespace) -> int:
-    from drirl.reward.evaluate import HEATMAP_NAME, evaluate_bundle, plot_heatmap
+    from drirl.plots import plot_heatmap
+    from drirl.reward.evaluate import HEATMAP_NAME, evaluate_bundle
 
     heatmap = Path(args.heatmap) if args.heatmap else Path(args.bundle) / HEATMAP_NAME
     # With --json, stdout carries exactly one JSON object: anything a library prints goes to stderr meanwhile.

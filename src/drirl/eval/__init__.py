@@ -7,7 +7,8 @@
 * :mod:`drirl.eval.metrics` — bootstrap intervals, per-category rates, QA answer matching;
 * :mod:`drirl.eval.jailbreaks` — jailbreak templates;
 * :mod:`drirl.eval.harness` — :class:`EvalConfig` and :func:`evaluate`;
-* :mod:`drirl.eval.report` — eval.json, markdown, plots and multi-model comparisons.
+* :mod:`drirl.eval.report` — eval.json, markdown, the plots (drawn by :mod:`drirl.plots`) and multi-model
+  comparisons.
 
 Nothing here imports torch or transformers until a model is loaded.
 """
@@ -29,7 +30,7 @@ from drirl.eval.judges import (
     judge_file,
 )
 from drirl.eval.metrics import bootstrap_ci, per_category, qa_correct
-from drirl.eval.report import compare_results, plot_comparison, render_markdown, write_eval_outputs
+from drirl.eval.report import compare_results, render_markdown, write_eval_outputs
 
 __all__ = [
     "REFUSAL_PATTERNS",
@@ -53,7 +54,6 @@ __all__ = [
     "load_jailbreak_templates",
     "load_qa",
     "per_category",
-    "plot_comparison",
     "qa_correct",
     "render_markdown",
     "run_lm_eval",

@@ -1,8 +1,7 @@
 """Evaluation outputs: eval.json, a markdown report, PNG plots, and comparison tables across models.
 
 Every file is written atomically (a temporary file beside the target, fsynced, then renamed), so an interrupted run
-never leaves a half-written report. Plots use matplotlib's object-oriented API on the Agg canvas (no pyplot global
-state, no display needed).
+never leaves a half-written report. The plots are drawn by :mod:`drirl.plots`.
 """
 
 from __future__ import annotations
@@ -13,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from drirl.io import atomic_write, atomic_write_json, atomic_write_text, write_jsonl
+from drirl.io import atomic_write_json, atomic_write_text, write_jsonl
+from drirl.plots import plot_jailbreaks, plot_per_category
 
-__all__ = ["HEADLINE_METRICS", "compare_results", "plot_comparison", "plot_jailbreaks", "plot_per_category",
-           "render_markdown", "write_eval_outputs"]
+__all__ = ["HEADLINE_METRICS", "compare_results", "render_markdown", "write_eval_outputs"]
 
 # (key, label, direction): the headline rates of one evaluation, in report order.
 HEADLINE_METRICS: list[tuple[str, str, str]] = [
@@ -141,107 +140,6 @@ def render_markdown(result: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Plots
-# ---------------------------------------------------------------------------------------------------------------
-
-def _save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
-    return path
-
-
-def _errors(entries: Sequence[Mapping[str, Any] | None]) -> tuple[list[float], list[list[float]]]:
-    """Bar heights and asymmetric error bars; a missing value is a zero-height bar without an error bar."""
-    means, low, high = [], [], []
-    for e in entries:
-        mean = e.get("mean") if e else None
-        if mean is None:
-            means.append(0.0)
-            low.append(0.0)
-            high.append(0.0)
-            continue
-        means.append(mean)
-        low.append(max(0.0, mean - (e.get("low") if e.get("low") is not None else mean)))
-        high.append(max(0.0, (e.get("high") if e.get("high") is not None else mean) - mean))
-    return means, [low, high]
-
-
-def _short(summary: Mapping[str, Any]) -> str:
-    # A model folder's last part names it well enough in a plot title.
-    model = str(summary.get("model") or "")
-    return Path(model).name if os.sep in model and Path(model).name else model
-
-
-def _empty_figure(message: str) -> Any:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 2.5))
-    ax = fig.add_subplot()
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center")
-    return fig
-
-
-def plot_per_category(result: Any, path: str | os.PathLike) -> Path:
-    """Refusal rate per harmful category (and compliance on benign prompts) with 95% CI error bars."""
-    from matplotlib.figure import Figure
-
-    s = _summary(result)
-    per_cat = s.get("per_category") or {}
-    labels, entries, colors = [], [], []
-    for cat, metrics in per_cat.items():
-        if "harmful_refusal" in metrics:
-            labels.append(cat)
-            entries.append(metrics["harmful_refusal"])
-            colors.append("tab:blue")
-    for key, label in (("benign_compliance", "benign\n(borderline,\ncompliance)"),
-                       ("ordinary_benign_compliance", "benign\n(ordinary,\ncompliance)")):
-        entry = per_cat.get("benign", {}).get(key)
-        if entry:
-            labels.append(label)
-            entries.append(entry)
-            colors.append("tab:green")
-    if not labels:
-        return _save_figure(_empty_figure("no per-category results"), path)
-    means, yerr = _errors(entries)
-    fig = Figure(figsize=(max(6.0, 0.9 * len(labels) + 2), 4))
-    ax = fig.add_subplot()
-    ax.bar(range(len(labels)), means, yerr=yerr, capsize=4, color=colors)
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("rate (95% bootstrap CI)")
-    ax.set_title(f"Refusal on harmful prompts (blue) and compliance on benign ones (green) — {_short(s)}",
-                 fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    return _save_figure(fig, path)
-
-
-def plot_jailbreaks(result: Any, path: str | os.PathLike) -> Path:
-    """Refusal per jailbreak template with CI error bars, against the refusal rate without attack."""
-    from matplotlib.figure import Figure
-
-    s = _summary(result)
-    jailbreaks = s.get("jailbreaks") or {}
-    if not jailbreaks:
-        return _save_figure(_empty_figure("jailbreak robustness was not evaluated"), path)
-    labels = list(jailbreaks)
-    means, yerr = _errors([jailbreaks[t] for t in labels])
-    fig = Figure(figsize=(max(6.0, 0.8 * len(labels) + 2), 4))
-    ax = fig.add_subplot()
-    ax.bar(range(len(labels)), means, yerr=yerr, capsize=4, color="tab:orange", label="under attack")
-    if s.get("harmful_refusal") is not None:
-        ax.axhline(s["harmful_refusal"], color="tab:blue", linestyle="--", label="no attack")
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("refusal rate (95% bootstrap CI)")
-    ax.set_title(f"Refusal under jailbreak templates — {_short(s)}", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save_figure(fig, path)
-
-
 def write_eval_outputs(result: Any, output_dir: str | os.PathLike) -> dict[str, Path]:
     """Write eval.json, eval.md, per_category.png, jailbreaks.png and (when the result has records)
     responses.jsonl into ``output_dir``; returns name -> path."""
@@ -311,31 +209,3 @@ def _harm_categories(summaries: Any) -> list[str]:
             if "harmful_refusal" in metrics and cat not in categories:
                 categories.append(cat)
     return categories
-
-
-def plot_comparison(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Grouped bars: refusal on harmful prompts per category (plus overall), one bar per model, CI error bars."""
-    from matplotlib.figure import Figure
-
-    summaries = {name: _summary(r) for name, r in results.items()}
-    categories = _harm_categories(summaries.values())
-    if not summaries or not categories:
-        return _save_figure(_empty_figure("no per-category results to compare"), path)
-    groups = [*categories, "overall"]
-    width = 0.8 / len(summaries)
-    fig = Figure(figsize=(max(7.0, 1.1 * len(groups) * max(1, len(summaries)) / 2 + 3), 4.5))
-    ax = fig.add_subplot()
-    for k, (name, s) in enumerate(summaries.items()):
-        entries = [(s.get("per_category", {}).get(c, {}) or {}).get("harmful_refusal") for c in categories]
-        ci = s.get("harmful_refusal_ci") or [None, None]
-        entries.append({"mean": s.get("harmful_refusal"), "low": ci[0], "high": ci[1]})
-        means, yerr = _errors(entries)
-        positions = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
-        ax.bar(positions, means, width=width, yerr=yerr, capsize=2, label=name)
-    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("refusal on harmful prompts (95% CI)")
-    ax.set_title("Refusal per category, by model", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save_figure(fig, path)

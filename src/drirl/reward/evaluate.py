@@ -25,11 +25,9 @@ response scores higher:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -230,78 +228,3 @@ def _decision_accuracy(bundle: Any, examples: list[Any], samples: Mapping[str, S
         "decision_cross_category": cross,
         "decision_pairs": {c: sum(p["category"] == c for p in pairs) for c in categories},
     }
-
-
-def plot_heatmap(matrix: Mapping[str, Mapping[str, float]] | Sequence[Sequence[float]], categories: Sequence[str],
-                 path: str | os.PathLike, *, row_labels: Sequence[str] | None = None,
-                 title: str = "Pairwise accuracy: reward model (row) on the pairs of a category (column)") -> Path:
-    """Draw the cross-category matrix as an annotated heatmap PNG, written atomically; returns ``path``.
-
-    ``matrix`` is ``{model: {category: value}}`` (rows in its order) or a list of rows whose labels are
-    ``row_labels`` (default: ``categories`` when square, else ``model 1..n``). Missing or NaN cells show "–".
-    """
-    from matplotlib.figure import Figure
-
-    categories = list(categories)
-    if isinstance(matrix, Mapping):
-        rows = list(matrix)
-        values = [[_cell(matrix[r].get(c)) for c in categories] for r in rows]
-    else:
-        values = [[_cell(v) for v in row] for row in matrix]
-        if any(len(row) != len(categories) for row in values):
-            raise ValueError(f"every row of the matrix needs {len(categories)} values (one per category)")
-        rows = list(row_labels) if row_labels is not None else (
-            categories if len(values) == len(categories) else [f"model {i + 1}" for i in range(len(values))])
-    if len(rows) != len(values):
-        raise ValueError(f"{len(rows)} row labels for {len(values)} rows")
-    import numpy as np
-
-    data = np.ma.masked_invalid(np.array(values, dtype=float).reshape(len(rows), len(categories)))
-    fig = Figure(figsize=(max(4.5, 0.9 * len(categories) + 2.5), max(2.2, 0.6 * len(rows) + 1.8)))
-    ax = fig.add_subplot()
-    image = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_xlabel("pairs of category")
-    ax.set_ylabel("reward model")
-    ax.set_title(title, fontsize=9)
-    for r in range(len(rows)):
-        for c in range(len(categories)):
-            value = values[r][c]
-            text = "–" if math.isnan(value) else f"{value:.2f}"
-            ax.text(c, r, text, ha="center", va="center", fontsize=8,
-                    color="black" if not math.isnan(value) and value > 0.6 else "white")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
-    fig.tight_layout()
-    return _save_atomically(fig, path)
-
-
-def _cell(value: Any) -> float:
-    try:
-        return float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _save_atomically(fig: Any, path: str | os.PathLike) -> Path:
-    """Render into a temporary file in the target folder, then rename it over ``path``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=120)
-            handle.flush()
-            os.fsync(handle.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes private files; a finished plot gets normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
