@@ -29,10 +29,9 @@ from drirl.align.scaling import (
     greedy_match_similarity,
     hardness_delta,
     hardness_text,
-    sentence_splitter,
-    split_sentences,
 )
 from drirl.errors import ConfigError, DataError
+from drirl.responses import sentence_splitter, split_sentences
 from drirl.reward.scoring import completion_text
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +43,7 @@ from drirl.align.settings import (
     _is_number,
     check_outlier_tau,
 )
+from drirl.responses import answer_part
 
 __all__ = [
     "COMBINE_MODES",
@@ -56,7 +56,6 @@ __all__ = [
     "PairScaling",
     "ScalingConfig",
     "ScalingConfigError",
-    "SentenceSplitter",
     "check_outlier_tau",
     "clip_weights",
     "combine_weights",
@@ -71,12 +70,7 @@ __all__ = [
     "masked_mean_gap",
     "model_responsiveness_weight",
     "outlier_mask",
-    "regex_sentence_split",
     "reward_gaps",
-    "rule_based_sentence_splitter",
-    "fast_sentence_split",
-    "sentence_splitter",
-    "split_sentences",
 ]
 
 
@@ -85,117 +79,6 @@ __all__ = [
 _COSINE_EPS = 1e-8
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Sentence splitting: o_i -> S^1..S^K, õ -> S̃^1..S̃^L
-# ---------------------------------------------------------------------------------------------------------------
-
-SentenceSplitter = Callable[[str], list[str]]
-
-# A sentence ends at . ! ? or … followed by whitespace; a line break always ends one, because chat answers put
-# list items and draft steps on their own lines without closing punctuation.
-_SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?\u2026])\s+|[\r\n]+")
-
-
-def _clean_pieces(pieces: Sequence[str]) -> list[str]:
-    return [piece.strip() for piece in pieces if piece and piece.strip()]
-
-
-def regex_sentence_split(text: str) -> list[str]:
-    """Split ``text`` on sentence punctuation (``. ! ? …``) followed by whitespace, and on line breaks.
-
-    The dependency-free fallback of :func:`rule_based_sentence_splitter`. It knows nothing of abbreviations
-    ("Dr. Smith" gives two pieces), which only makes the similarity W slightly finer-grained.
-    Pieces are stripped; empty pieces are dropped.
-    """
-    if not text or not text.strip():
-        return []
-    return _clean_pieces(_SENTENCE_BOUNDARY.split(text))
-
-
-# What a piece may end with and still not end a sentence: a common abbreviation, a capital initial ("J. Robert"),
-# or nothing but a list number ("1.", "2)").
-_ABBREVIATION_END = re.compile(r"(?:^|[\s(\"'])(?:e\.g|i\.e|vs|cf|approx|dr|mr|mrs|ms|prof|sr|jr|st|no|fig|u\.s|"
-                               r"a\.m|p\.m)\.$", re.IGNORECASE)
-_INITIAL_END = re.compile(r"(?:^|\s)[A-Z]\.$")
-_LIST_NUMBER = re.compile(r"\d{1,3}[.)]")
-_PUNCTUATION_BOUNDARY = re.compile(r"(?<=[.!?\u2026])\s+")
-
-
-def fast_sentence_split(text: str) -> list[str]:
-    """Split ``text`` like :func:`regex_sentence_split`, except after an abbreviation ("e.g.", "Dr."), a capital
-    initial ("J. Robert") or a bare list number ("1."), which do not end a sentence.
-
-    About 70× faster than pysbd (0.07 against 4.7 ms for a 440-character answer on a 2-core CPU) and the same
-    sentences on 96 % of the bundled demonstrations; unlike pysbd it never cuts inside a code span such as
-    ``./script.sh``. The default splitter of α^D (``scaling_sentence_splitter: fast``): on a GPU, pysbd's time on
-    the host was a third of a GRPO-S step (docs/results/gpu-check.md).
-    """
-    if not text or not text.strip():
-        return []
-    sentences: list[str] = []
-    for line in re.split(r"[\r\n]+", text):
-        current = ""
-        for piece in _PUNCTUATION_BOUNDARY.split(line):
-            current = f"{current} {piece}" if current else piece
-            tail = current.rstrip()
-            if not (_ABBREVIATION_END.search(tail) or _INITIAL_END.search(tail)
-                    or _LIST_NUMBER.fullmatch(tail.strip())):
-                sentences.append(current)
-                current = ""
-        if current:
-            sentences.append(current)
-    return _clean_pieces(sentences)
-
-
-def sentence_splitter(name: str) -> SentenceSplitter:
-    """The splitter ``scaling_sentence_splitter`` names: ``fast`` (:func:`fast_sentence_split`) or ``pysbd``
-    (:func:`rule_based_sentence_splitter`, built once)."""
-    if name == "fast":
-        return fast_sentence_split
-    if name == "pysbd":
-        return _default_splitter()
-    raise ValueError(f"unknown sentence splitter {name!r}; choose fast or pysbd")
-
-
-def rule_based_sentence_splitter(language: str = "en") -> SentenceSplitter:
-    """Return a rule-based sentence splitter (pysbd) for ``language``, or :func:`regex_sentence_split` without pysbd.
-
-    pysbd handles abbreviations, decimals and list numbering ("e.g.", "3.5 mg", "Dr. Smith"), which a regex
-    cannot. It is used with ``clean=False`` so the text is never rewritten, only cut. Pieces are stripped and
-    empty pieces dropped. An unsupported ``language`` raises pysbd's ``ValueError`` rather than silently
-    falling back, so a misconfiguration is visible.
-    """
-    try:
-        import pysbd
-    except ImportError:
-        return regex_sentence_split
-
-    segmenter = pysbd.Segmenter(language=language, clean=False)
-
-    def split(text: str) -> list[str]:
-        if not text or not text.strip():
-            return []
-        return _clean_pieces(segmenter.segment(text))
-
-    return split
-
-
-@functools.lru_cache(maxsize=1)
-def _default_splitter() -> SentenceSplitter:
-    # Building a pysbd Segmenter compiles many regexes; build it once per process.
-    return rule_based_sentence_splitter("en")
-
-
-def split_sentences(text: str, splitter: SentenceSplitter | None = None) -> list[str]:
-    """Split ``text`` into stripped, non-empty sentences (S^1..S^K).
-
-    ``splitter`` defaults to a cached English :func:`rule_based_sentence_splitter`. Empty or whitespace-only
-    text gives ``[]`` (K = 0), which :func:`greedy_match_similarity` scores as W = 0.
-    """
-    if not text or not text.strip():
-        return []
-    splitter = splitter if splitter is not None else _default_splitter()
-    return _clean_pieces(splitter(text))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -477,8 +360,6 @@ def hardness_text(text: str, delta_on: str = "full") -> str:
         raise ValueError(f"delta_on must be one of {list(DELTA_ON)}, got {delta_on!r}")
     if delta_on == "full":
         return text or ""
-    from drirl.eval.judges import answer_part
-
     return answer_part(text or "")
 
 
