@@ -18,12 +18,8 @@ import pytest
 import torch
 
 from drirl.align.scaling import (
-    CategoryRunningMean,
-    GroupScaling,
-    ScalingConfig,
     clip_weights,
     combine_weights,
-    compute_group_scaling,
     data_hardness_weight,
     greedy_match_similarity,
     hardness_delta,
@@ -32,6 +28,8 @@ from drirl.align.scaling import (
     outlier_mask,
     reward_gaps,
 )
+from drirl.align.scaling_batch import CategoryRunningMean, GroupScaling, compute_group_scaling
+from drirl.align.settings import ScalingConfig
 from drirl.errors import ConfigError
 from drirl.responses import regex_sentence_split, rule_based_sentence_splitter, split_sentences
 
