@@ -37,7 +37,8 @@ def measure(split: str = "heldout", names: tuple[str, ...] = ("refusal", "rules"
 
 def degenerate_check() -> dict:
     """degenerate_reason() against the hand labels of every row (it is not fitted, so both splits measure it)."""
-    from drirl.eval.judges import degenerate_reason, load_labelled
+    from drirl.eval.judges import load_labelled
+    from drirl.responses import degenerate_reason
 
     rows = load_labelled(degenerate=True)
     flagged = [degenerate_reason(r["response"]) is not None for r in rows]

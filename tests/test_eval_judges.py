@@ -13,18 +13,14 @@ import pytest
 from drirl.endpoint import ChatEndpoint, EndpointError
 from drirl.errors import ConfigError, ModelError
 from drirl.eval.judges import (
-    REFUSAL_PATTERNS,
     ClassifierJudge,
-    Judge,
-    JudgeVerdict,
     LLMJudge,
-    RefusalMatcher,
-    answer_part,
     build_judge,
     find_unsafe_label,
     parse_strongreject,
     strongreject_score,
 )
+from drirl.responses import REFUSAL_PATTERNS, Judge, JudgeVerdict, RefusalMatcher, answer_part
 
 LABELLED = Path(__file__).parent / "fixtures" / "eval" / "labelled_responses.jsonl"
 
@@ -93,7 +89,7 @@ def test_refusal_patterns_are_documented_and_compile():
     assert len(REFUSAL_PATTERNS) >= 10
     for pattern in REFUSAL_PATTERNS:
         re.compile(pattern)
-    source = (Path(__file__).parents[1] / "src" / "drirl" / "eval" / "judges.py").read_text()
+    source = (Path(__file__).parents[1] / "src" / "drirl" / "responses.py").read_text()
     for group in ("Explicit refusals", "Apologies", "Policy language", "Redirection"):
         assert group in source
 

@@ -288,8 +288,8 @@ def test_drirl_align_never_resumes_checkpoints_another_run_left(tiny_lm_path, tm
 
     from drirl.align.grpo_s import SCALING_STATE_FILE
     from drirl.align.recipe import last_checkpoint
-    from drirl.stages import CHECKPOINT_HASH_FILE
     from drirl.cli import main
+    from drirl.stages import CHECKPOINT_HASH_FILE
 
     bundle = shared_bundle(tmp_path_factory, tiny_lm_path)
     output = tmp_path / "policy"

@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from drirl.eval.judges import (
-    DEFAULT_JUDGE,
-    LABELS,
-    build_judge,
-    classification_table,
-    degenerate_reason,
-    load_labelled,
-)
+from drirl.eval.judges import DEFAULT_JUDGE, build_judge, classification_table, load_labelled
+from drirl.responses import LABELS, degenerate_reason
 
 DOC = Path(__file__).parents[1] / "docs" / "judge.md"
 MARGIN = 0.03  # room for bf16/fp32 and BLAS differences in the MiniLM embeddings, never for a worse judge

@@ -8,20 +8,16 @@ import json
 import pytest
 
 from drirl.errors import DataError
-from drirl.eval.judges import (
+from drirl.eval.judges import HybridJudge, build_judge, classification_table, fit_softmax_regression, judge_file
+from drirl.responses import (
     LOOP_MAX_DISTINCT,
     LOOP_MIN_COVER,
     LOOP_MIN_REPEATS,
     LOOP_MIN_WORDS,
-    HybridJudge,
     JudgeVerdict,
     RefusalMatcher,
     RulesJudge,
-    build_judge,
-    classification_table,
     degenerate_reason,
-    fit_softmax_regression,
-    judge_file,
     sentence_role,
 )
 

@@ -18,24 +18,20 @@ import pytest
 import torch
 
 from drirl.align.scaling import (
-    CategoryRunningMean,
-    GroupScaling,
-    ScalingConfig,
     clip_weights,
     combine_weights,
-    compute_group_scaling,
     data_hardness_weight,
     greedy_match_similarity,
     hardness_delta,
     masked_mean_gap,
     model_responsiveness_weight,
     outlier_mask,
-    regex_sentence_split,
     reward_gaps,
-    rule_based_sentence_splitter,
-    split_sentences,
 )
+from drirl.align.scaling_batch import CategoryRunningMean, GroupScaling, compute_group_scaling
+from drirl.align.settings import ScalingConfig
 from drirl.errors import ConfigError
+from drirl.responses import regex_sentence_split, rule_based_sentence_splitter, split_sentences
 
 SIG_0 = 0.5
 SIG_025 = 0.5621765
@@ -532,7 +528,7 @@ def test_compute_group_scaling_requires_running_means_and_shapes():
 
 
 def test_fast_sentence_split_keeps_abbreviations_initials_and_list_numbers():
-    from drirl.align.scaling import fast_sentence_split
+    from drirl.responses import fast_sentence_split
 
     assert fast_sentence_split("See Dr. Smith, e.g. on Monday. He is fine!") == [
         "See Dr. Smith, e.g. on Monday.", "He is fine!"]
@@ -548,9 +544,9 @@ def test_fast_sentence_split_keeps_abbreviations_initials_and_list_numbers():
 
 
 def test_sentence_splitter_is_a_validated_scaling_setting():
-    from drirl.align.scaling import fast_sentence_split, sentence_splitter
     from drirl.align.settings import ScalingConfig
     from drirl.errors import ConfigError
+    from drirl.responses import fast_sentence_split, sentence_splitter
 
     assert sentence_splitter("fast") is fast_sentence_split
     assert sentence_splitter("pysbd")("Dr. Smith gave 3.5 mg. It helped.") == ["Dr. Smith gave 3.5 mg.", "It helped."]

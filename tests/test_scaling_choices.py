@@ -14,18 +14,15 @@ import pytest
 import torch
 
 from drirl.align.scaling import (
-    ScalingConfig,
-    check_outlier_tau,
-    compute_group_scaling,
     data_hardness_weight,
-    dpo_pair_weights,
     gap_scale,
     hardness_text,
-    mask_fraction,
     masked_mean_gap,
     model_responsiveness_weight,
     outlier_mask,
 )
+from drirl.align.scaling_batch import compute_group_scaling, dpo_pair_weights, mask_fraction
+from drirl.align.settings import ScalingConfig, check_outlier_tau
 from drirl.errors import ConfigError
 
 NAN = float("nan")

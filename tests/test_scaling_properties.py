@@ -9,19 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drirl.align.scaling import (
-    COMBINE_MODES,
-    DATA_REFERENCES,
-    MODEL_REFERENCES,
-    SCALING_MODES,
-    CategoryRunningMean,
-    ScalingConfig,
     clip_weights,
-    compute_group_scaling,
     data_hardness_weight,
     greedy_match_similarity,
     masked_mean_gap,
     outlier_mask,
 )
+from drirl.align.scaling_batch import CategoryRunningMean, compute_group_scaling
+from drirl.align.settings import COMBINE_MODES, DATA_REFERENCES, MODEL_REFERENCES, SCALING_MODES, ScalingConfig
 
 MAIN = settings(max_examples=1000, deadline=None)
 SMALL = settings(max_examples=300, deadline=None)

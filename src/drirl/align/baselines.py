@@ -456,7 +456,7 @@ _BATCH_COUPLED_LOSSES = ("aot", "aot_unpaired", "sft")
 def dpo_scaling(rows: Sequence[dict[str, Any]], categories: Sequence[str], config: DPOBaselineConfig, *,
                 text_encoder: Any = None, reward_model: Any = None):
     """α of every DPO row (DPO-S): α^D of the rejected response against the chosen demonstration, α^M from the
-    reward gap R_j(q, rejected) − R_j(q, õ); a :class:`drirl.align.scaling.PairScaling`.
+    reward gap R_j(q, rejected) − R_j(q, õ); a :class:`drirl.align.scaling_batch.PairScaling`.
 
     ``text_encoder`` (Φ) and ``reward_model`` (a :class:`drirl.reward.bundle.CategoryRewardModels` or any object
     with ``score(prompts, completions, categories)``) default to ``config.text_encoder`` and
@@ -467,7 +467,7 @@ def dpo_scaling(rows: Sequence[dict[str, Any]], categories: Sequence[str], confi
     import torch
 
     from drirl.align.grpo_s import HardnessEncoder
-    from drirl.align.scaling import dpo_pair_weights
+    from drirl.align.scaling_batch import dpo_pair_weights
 
     count = len(rows)
     prompts = [row["prompt"] for row in rows]

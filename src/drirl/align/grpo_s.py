@@ -7,7 +7,8 @@ The whole change to GRPO is one multiplication, A_i ← α_i · A_i, done in two
   identical with 1 or N processes;
 * ``_generate_and_score_completions``: multiply this process's slice of TRL's advantages by the same slice of α.
 
-The math itself lives in :mod:`drirl.align.scaling`; this module is plumbing only.
+The math itself lives in :mod:`drirl.align.scaling` (the formulas) and :mod:`drirl.align.scaling_batch` (applied
+to a batch of groups); this module is plumbing only.
 """
 
 from __future__ import annotations
@@ -21,18 +22,11 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from drirl.align.scaling import (
-    CategoryRunningMean,
-    ScalingConfig,
-    check_outlier_tau,
-    compute_group_scaling,
-    greedy_match_similarity,
-    hardness_delta,
-    hardness_text,
-    sentence_splitter,
-    split_sentences,
-)
+from drirl.align.scaling import greedy_match_similarity, hardness_delta, hardness_text
+from drirl.align.scaling_batch import CategoryRunningMean, compute_group_scaling
+from drirl.align.settings import ScalingConfig, check_outlier_tau
 from drirl.errors import ConfigError, DataError
+from drirl.responses import sentence_splitter, split_sentences
 from drirl.reward.scoring import completion_text
 
 logger = logging.getLogger(__name__)

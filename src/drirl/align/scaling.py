@@ -1,224 +1,88 @@
-"""GRPO-S dynamic reward scaling (METHOD.md §2.4), as small pure functions over torch tensors.
+"""GRPO-S dynamic reward scaling (METHOD.md §2.4): the formulas, in the spec's order, as small pure functions.
 
 GRPO-S multiplies each group-normalised advantage by a per-completion difficulty factor
 
     A_i = α_i · (r_i − mean(r_1..G)) / std(r_1..G),      α_i = clip(α^D_i ⊗ α^M, α_min, α_max)
 
-where ⊗ is a product (default) or a weighted sum, and
+where ⊗ is a product (default) or a weighted sum. Formula map (symbol → function), in the order of §2.4:
 
-* α^D_i = σ(δ_i) / σ(δ̄) is the **data-level hardness**: δ_i = 1 − W_i, with W_i the greedy sentence-matching
-  similarity between completion o_i and the demonstration õ in a text encoder's space;
-* α^M = σ(ḡ_P) / σ(ḡ_ref) is the **model-level responsiveness**: ḡ_P is the outlier-masked mean of the reward gaps
-  g_i = R_j(q, o_i) − R_j(q, õ) of the group.
+    α^D, data-level hardness
+      S^1..S^K, S̃^1..S̃^L: sentences of o_i, õ                       drirl.responses.split_sentences of hardness_text
+      s_{k,l} = cos(Φ(S^k), Φ(S̃^l)); W_i = (1/K) Σ_k max_l s_{k,l}   greedy_match_similarity
+      δ_i = 1 − W_i                                                   hardness_delta
+      α^D_i = σ(δ_i) / σ(δ̄)                                          data_hardness_weight
+    α^M, model-level responsiveness
+      g_i = R_j(q, o_i) − R_j(q, õ)                                   reward_gaps
+      m_i = 1[(g_i − ḡ)² ≤ τ]                                         outlier_mask
+      ḡ_P = Σ m_i g_i / Σ m_i                                         masked_mean_gap
+      s: std of the batch's gaps (Choice: ḡ_P/s, ḡ_ref/s)             gap_scale
+      α^M = σ(ḡ_P) / σ(ḡ_ref)                                         model_responsiveness_weight
+    combination and clipping
+      α_i = α^D_i · α^M  or  w·α^D_i + (1 − w)·α^M                    combine_weights
+      α_i ← clip(α_i, α_min, α_max); how often it binds               clip_weights
 
-Every formula lives in its own function, named after the paper's symbol. Tensors follow one convention: the last
-dimension is the group of G completions of one prompt (shape ``[..., G]``); per-group quantities drop it (``[...]``).
-Nothing here loads a model or knows about the trainer: embeddings and rewards come in as tensors, and
-:func:`compute_group_scaling` turns a batch of gathered groups into the α that multiplies the advantages.
+Tensors follow one convention: the last dimension is the group of G completions of one prompt (shape ``[..., G]``);
+per-group quantities drop it (``[...]``). Nothing here loads a model or knows about the trainer: embeddings and
+rewards come in as tensors. Applying the formulas to a batch of gathered groups or of DPO pairs, with the category
+running means, is :mod:`drirl.align.scaling_batch`; the settings are :mod:`drirl.align.settings`.
 
 All functions return finite values for finite inputs and for the degenerate cases a trainer meets in practice: an
-empty completion (K = 0), a single sentence, all-equal rewards, NaN rewards, zero-variance groups and G = 1.
+empty completion (K = 0), a single sentence, all-equal rewards, NaN rewards, zero-variance groups and G = 1. The
+numeric guards are sized to the inputs that occur (tests/test_scaling_ranges.py): cosines in [−1, 1], δ in [0, 2],
+rewards of Bradley-Terry heads within about ±20 (gaps within ±40), gaps that differ by 1e-4, G = 2..16, and
+float32 or bfloat16 tensors; each guard says why it is there.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from drirl.align.settings import (
-    COMBINE_MODES,
-    DATA_REFERENCES,
-    DELTA_ON,
-    MODEL_REFERENCES,
-    SCALING_MODES,
-    ScalingConfig,
-    ScalingConfigError,
-    _is_number,
-    check_outlier_tau,
-)
+from drirl.align.settings import COMBINE_MODES, DELTA_ON
+from drirl.responses import answer_part
 
 __all__ = [
-    "COMBINE_MODES",
-    "DATA_REFERENCES",
-    "DELTA_ON",
-    "MODEL_REFERENCES",
-    "SCALING_MODES",
-    "CategoryRunningMean",
-    "GroupScaling",
-    "PairScaling",
-    "ScalingConfig",
-    "ScalingConfigError",
-    "SentenceSplitter",
-    "check_outlier_tau",
     "clip_weights",
     "combine_weights",
-    "compute_group_scaling",
     "data_hardness_weight",
-    "dpo_pair_weights",
     "gap_scale",
     "greedy_match_similarity",
     "hardness_delta",
     "hardness_text",
-    "mask_fraction",
     "masked_mean_gap",
     "model_responsiveness_weight",
     "outlier_mask",
-    "regex_sentence_split",
     "reward_gaps",
-    "rule_based_sentence_splitter",
-    "fast_sentence_split",
-    "sentence_splitter",
-    "split_sentences",
 ]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Data-level hardness α^D: W_i, δ_i, α^D_i
+# ---------------------------------------------------------------------------------------------------------------
+
+def hardness_text(text: str, delta_on: str = "full") -> str:
+    """The part of a response or demonstration that δ compares: all of it (``"full"``) or its answer (``"answer"``).
+
+    With ``"answer"``, a Chain-of-Draft text ("Draft: …\nAnswer: …", METHOD.md §2.2) gives what follows its
+    "Answer:" label; a text without that layout (a plain answer, or a draft cut off before its answer) is used
+    whole, the same rule the evaluation's judges use.
+    """
+    if delta_on not in DELTA_ON:
+        raise ValueError(f"delta_on must be one of {list(DELTA_ON)}, got {delta_on!r}")
+    if delta_on == "full":
+        return text or ""
+    return answer_part(text or "")
+
+
 # Below this norm an embedding is treated as the zero vector (cosine 0), so an empty or degenerate sentence
-# embedding can never divide by zero.
+# embedding can never divide by zero. Sized to the rows it meets: _unit_rows divides each row by its largest |entry|
+# first, so a nonzero row has norm ≥ 1 and only an all-zero row ever reaches the clamp (1e-8 is a normal number in
+# float32 and bfloat16 alike).
 _COSINE_EPS = 1e-8
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sentence splitting: o_i -> S^1..S^K, õ -> S̃^1..S̃^L
-# ---------------------------------------------------------------------------------------------------------------
-
-SentenceSplitter = Callable[[str], list[str]]
-
-# A sentence ends at . ! ? or … followed by whitespace; a line break always ends one, because chat answers put
-# list items and draft steps on their own lines without closing punctuation.
-_SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?\u2026])\s+|[\r\n]+")
-
-
-def _clean_pieces(pieces: Sequence[str]) -> list[str]:
-    return [piece.strip() for piece in pieces if piece and piece.strip()]
-
-
-def regex_sentence_split(text: str) -> list[str]:
-    """Split ``text`` on sentence punctuation (``. ! ? …``) followed by whitespace, and on line breaks.
-
-    The dependency-free fallback of :func:`rule_based_sentence_splitter`. It knows nothing of abbreviations
-    ("Dr. Smith" gives two pieces), which only makes the similarity W slightly finer-grained.
-    Pieces are stripped; empty pieces are dropped.
-    """
-    if not text or not text.strip():
-        return []
-    return _clean_pieces(_SENTENCE_BOUNDARY.split(text))
-
-
-# What a piece may end with and still not end a sentence: a common abbreviation, a capital initial ("J. Robert"),
-# or nothing but a list number ("1.", "2)").
-_ABBREVIATION_END = re.compile(r"(?:^|[\s(\"'])(?:e\.g|i\.e|vs|cf|approx|dr|mr|mrs|ms|prof|sr|jr|st|no|fig|u\.s|"
-                               r"a\.m|p\.m)\.$", re.IGNORECASE)
-_INITIAL_END = re.compile(r"(?:^|\s)[A-Z]\.$")
-_LIST_NUMBER = re.compile(r"\d{1,3}[.)]")
-_PUNCTUATION_BOUNDARY = re.compile(r"(?<=[.!?\u2026])\s+")
-
-
-def fast_sentence_split(text: str) -> list[str]:
-    """Split ``text`` like :func:`regex_sentence_split`, except after an abbreviation ("e.g.", "Dr."), a capital
-    initial ("J. Robert") or a bare list number ("1."), which do not end a sentence.
-
-    About 70× faster than pysbd (0.07 against 4.7 ms for a 440-character answer on a 2-core CPU) and the same
-    sentences on 96 % of the bundled demonstrations; unlike pysbd it never cuts inside a code span such as
-    ``./script.sh``. The default splitter of α^D (``scaling_sentence_splitter: fast``): on a GPU, pysbd's time on
-    the host was a third of a GRPO-S step (docs/results/gpu-check.md).
-    """
-    if not text or not text.strip():
-        return []
-    sentences: list[str] = []
-    for line in re.split(r"[\r\n]+", text):
-        current = ""
-        for piece in _PUNCTUATION_BOUNDARY.split(line):
-            current = f"{current} {piece}" if current else piece
-            tail = current.rstrip()
-            if not (_ABBREVIATION_END.search(tail) or _INITIAL_END.search(tail)
-                    or _LIST_NUMBER.fullmatch(tail.strip())):
-                sentences.append(current)
-                current = ""
-        if current:
-            sentences.append(current)
-    return _clean_pieces(sentences)
-
-
-def sentence_splitter(name: str) -> SentenceSplitter:
-    """The splitter ``scaling_sentence_splitter`` names: ``fast`` (:func:`fast_sentence_split`) or ``pysbd``
-    (:func:`rule_based_sentence_splitter`, built once)."""
-    if name == "fast":
-        return fast_sentence_split
-    if name == "pysbd":
-        return _default_splitter()
-    raise ValueError(f"unknown sentence splitter {name!r}; choose fast or pysbd")
-
-
-def rule_based_sentence_splitter(language: str = "en") -> SentenceSplitter:
-    """Return a rule-based sentence splitter (pysbd) for ``language``, or :func:`regex_sentence_split` without pysbd.
-
-    pysbd handles abbreviations, decimals and list numbering ("e.g.", "3.5 mg", "Dr. Smith"), which a regex
-    cannot. It is used with ``clean=False`` so the text is never rewritten, only cut. Pieces are stripped and
-    empty pieces dropped. An unsupported ``language`` raises pysbd's ``ValueError`` rather than silently
-    falling back, so a misconfiguration is visible.
-    """
-    try:
-        import pysbd
-    except ImportError:
-        return regex_sentence_split
-
-    segmenter = pysbd.Segmenter(language=language, clean=False)
-
-    def split(text: str) -> list[str]:
-        if not text or not text.strip():
-            return []
-        return _clean_pieces(segmenter.segment(text))
-
-    return split
-
-
-@functools.lru_cache(maxsize=1)
-def _default_splitter() -> SentenceSplitter:
-    # Building a pysbd Segmenter compiles many regexes; build it once per process.
-    return rule_based_sentence_splitter("en")
-
-
-def split_sentences(text: str, splitter: SentenceSplitter | None = None) -> list[str]:
-    """Split ``text`` into stripped, non-empty sentences (S^1..S^K).
-
-    ``splitter`` defaults to a cached English :func:`rule_based_sentence_splitter`. Empty or whitespace-only
-    text gives ``[]`` (K = 0), which :func:`greedy_match_similarity` scores as W = 0.
-    """
-    if not text or not text.strip():
-        return []
-    splitter = splitter if splitter is not None else _default_splitter()
-    return _clean_pieces(splitter(text))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data-level hardness α^D
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _float_dtype(*tensors: Tensor) -> torch.dtype:
-    dtype = torch.get_default_dtype()
-    floats = [t.dtype for t in tensors if t.is_floating_point()]
-    if floats:
-        dtype = functools.reduce(torch.promote_types, floats)
-    return dtype
-
-
-def _unit_rows(x: Tensor) -> Tensor:
-    # Non-finite entries become 0 so one broken embedding cannot turn the whole W into NaN.
-    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    # Dividing by the largest |entry| first keeps the squared norm from overflowing for huge vectors
-    # (cosine is scale-invariant, so this changes nothing else).
-    scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    x = x / scale
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_COSINE_EPS)
 
 
 def greedy_match_similarity(response_embeddings: Tensor, demo_embeddings: Tensor) -> Tensor:
@@ -252,45 +116,13 @@ def greedy_match_similarity(response_embeddings: Tensor, demo_embeddings: Tensor
     response = _unit_rows(response_embeddings.to(dtype))
     demo = _unit_rows(demo_embeddings.to(dtype))
     cosine = response @ demo.T  # s_{k,l}, [K, L]
-    # Rounding can push a cosine of unit vectors a hair past ±1.
+    # Rounding can push a cosine of unit vectors a few ulps past ±1; the clamp moves nothing else.
     return cosine.amax(dim=1).mean().clamp(-1.0, 1.0)
 
 
 def hardness_delta(similarity: Tensor) -> Tensor:
     """δ_i = 1 − W_i: distance of the response from the demonstration (0 = same content, up to 2 = opposite)."""
     return 1.0 - similarity
-
-
-def _finite_mean(x: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
-    """Mean of the finite entries of ``x`` over ``dim`` and whether there was any finite entry.
-
-    Where there is none the mean is 0. The values are scaled by their largest |entry| before summing so that
-    the sum of G huge but finite values cannot overflow to inf.
-    """
-    finite = torch.isfinite(x)
-    values = torch.where(finite, x, torch.zeros_like(x))
-    count = finite.sum(dim=dim)
-    scale = values.abs().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    mean = (values / scale).sum(dim=dim) / count.clamp_min(1) * scale.squeeze(dim)
-    return mean, count > 0
-
-
-def _saturate(x: Tensor) -> Tensor:
-    # A sigmoid ratio of extreme logits is a genuine overflow/underflow (e.g. σ(0)/σ(−1000) = e^1000); keep it
-    # finite and strictly positive so it still points the right way and clipping can handle it.
-    info = torch.finfo(x.dtype)
-    return torch.nan_to_num(x, posinf=info.max).clamp(info.tiny, info.max)
-
-
-def _sigmoid_ratio(x: Tensor, reference: Tensor) -> Tensor:
-    """σ(x) / σ(reference), computed as exp(log σ(x) − log σ(reference)) so that σ underflowing to 0 gives no 0/0."""
-    return _saturate(torch.exp(_log_sigmoid(x) - _log_sigmoid(reference)))
-
-
-def _log_sigmoid(x: Tensor) -> Tensor:
-    # log σ(x) = −softplus(−x), exact in both tails; F.logsigmoid is the same function but two orders of
-    # magnitude slower on small CPU tensors.
-    return -F.softplus(-x)
 
 
 def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, sharpness: float = 1.0,
@@ -332,17 +164,9 @@ def data_hardness_weight(delta: Tensor, reference_delta: Tensor | None = None, s
         return _sigmoid_ratio(k * (delta - reference), torch.zeros_like(reference))
     return _sigmoid_ratio(k * delta, k * reference)
 
-
-def _sharpness(k: float) -> float:
-    if not isinstance(k, (int, float)) or isinstance(k, bool) or not math.isfinite(k) or k <= 0:
-        raise ValueError(f"sharpness k must be a finite number > 0, got {k!r}")
-    return float(k)
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Model-level responsiveness α^M
+# Model-level responsiveness α^M: g_i, m_i, ḡ_P, α^M
 # ---------------------------------------------------------------------------------------------------------------
-
 
 def reward_gaps(rewards: Tensor, demo_reward: Tensor | float) -> Tensor:
     """g_i = R_j(q, o_i) − R_j(q, õ): how the reward model scores each completion against the demonstration.
@@ -409,10 +233,40 @@ def masked_mean_gap(gaps: Tensor, mask: Tensor) -> Tensor:
     A group with no kept gap (Σ m_i = 0) gets ḡ_P = 0, the neutral value, never NaN. Gaps outside the mask may
     be NaN: they are never multiplied, only skipped.
     """
+    # Known limit, kept because tests pin ḡ_P = 0 here: 0 is neutral only against ḡ_ref = 0 (the group reference
+    # of a group masked symmetrically). Against a category running mean it is not: with the absolute τ = 4
+    # (|g − ḡ| ≤ 2 reward units), a bimodal group of Bradley-Terry rewards, e.g. gaps (−10, −10, +10, +10) of two
+    # refusals and two answers, keeps nothing, and α^M = σ(0)/σ(ḡ_ref) is decided by ḡ_ref alone (σ(0)/σ(−10) ≈
+    # 1.1e4, clipped to α_max). tests/test_scaling_ranges.py records it as an expected failure.
     mask = mask.bool() & torch.isfinite(gaps)
     masked = torch.where(mask, gaps, torch.full_like(gaps, float("nan")))
     mean, _ = _finite_mean(masked)
     return mean
+
+
+def gap_scale(gaps: Tensor) -> Tensor:
+    """s = the population standard deviation of all finite gaps of the batch (0-dim), or 1 when it is 0 or undefined.
+
+    Dividing ḡ_P and ḡ_ref by s turns them into z-scores (``scaling_standardize_gaps``), so a sharpness k means
+    the same whatever the reward model's scale. Computed on the gathered batch, like α itself.
+    """
+    dtype = _float_dtype(gaps)
+    gaps = gaps.to(dtype)
+    finite = gaps[torch.isfinite(gaps)]
+    if finite.numel() < 2:
+        return torch.ones((), dtype=dtype, device=gaps.device)
+    # Equal gaps have s = 0 exactly, but centring them on their rounded mean leaves one ulp of noise (s ≈ 1e-7 for
+    # gaps of 1.7 in float32) that would turn ḡ_P / s into a huge z-score; test equality itself instead of an eps,
+    # so a real spread of 1e-4 still counts.
+    if bool(finite.amax() == finite.amin()):
+        return torch.ones((), dtype=dtype, device=gaps.device)
+    # Centre before squaring and divide by the largest |deviation| so huge but finite gaps cannot overflow.
+    deviation = finite - finite.mean()
+    top = deviation.abs().amax()
+    if not torch.isfinite(top) or top == 0:
+        return torch.ones((), dtype=dtype, device=gaps.device)
+    scale = top * torch.sqrt(((deviation / top) ** 2).mean())
+    return scale if bool(torch.isfinite(scale)) and scale > 0 else torch.ones((), dtype=dtype, device=gaps.device)
 
 
 def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float, sharpness: float = 1.0,
@@ -436,56 +290,9 @@ def model_responsiveness_weight(gap_p: Tensor, reference_gap: Tensor | float, sh
         ratio = _sigmoid_ratio(k * gap_p, k * reference)
     return torch.where(torch.isfinite(gap_p) & torch.isfinite(reference), ratio, torch.ones_like(ratio))
 
-
-def gap_scale(gaps: Tensor) -> Tensor:
-    """s = the population standard deviation of all finite gaps of the batch (0-dim), or 1 when it is 0 or undefined.
-
-    Dividing ḡ_P and ḡ_ref by s turns them into z-scores (``scaling_standardize_gaps``), so a sharpness k means
-    the same whatever the reward model's scale. Computed on the gathered batch, like α itself.
-    """
-    dtype = _float_dtype(gaps)
-    gaps = gaps.to(dtype)
-    finite = gaps[torch.isfinite(gaps)]
-    if finite.numel() < 2:
-        return torch.ones((), dtype=dtype, device=gaps.device)
-    # Centre before squaring and divide by the largest |deviation| so huge but finite gaps cannot overflow.
-    deviation = finite - finite.mean()
-    top = deviation.abs().amax()
-    if not torch.isfinite(top) or top == 0:
-        return torch.ones((), dtype=dtype, device=gaps.device)
-    scale = top * torch.sqrt(((deviation / top) ** 2).mean())
-    return scale if bool(torch.isfinite(scale)) and scale > 0 else torch.ones((), dtype=dtype, device=gaps.device)
-
-
-def mask_fraction(mask: Tensor, gaps: Tensor) -> float:
-    """The fraction of finite gaps that the outlier mask drops (0.0 when there is none): how often m_i fires."""
-    finite = torch.isfinite(gaps)
-    total = int(finite.sum().item())
-    if not total:
-        return 0.0
-    return float((finite & ~mask.bool()).sum().item()) / total
-
-
-def hardness_text(text: str, delta_on: str = "full") -> str:
-    """The part of a response or demonstration that δ compares: all of it (``"full"``) or its answer (``"answer"``).
-
-    With ``"answer"``, a Chain-of-Draft text ("Draft: …\nAnswer: …", METHOD.md §2.2) gives what follows its
-    "Answer:" label; a text without that layout (a plain answer, or a draft cut off before its answer) is used
-    whole, the same rule the evaluation's judges use.
-    """
-    if delta_on not in DELTA_ON:
-        raise ValueError(f"delta_on must be one of {list(DELTA_ON)}, got {delta_on!r}")
-    if delta_on == "full":
-        return text or ""
-    from drirl.eval.judges import answer_part
-
-    return answer_part(text or "")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Combination and clipping: α_i
 # ---------------------------------------------------------------------------------------------------------------
-
 
 def combine_weights(alpha_data: Tensor, alpha_model: Tensor, mode: str = "product", data_weight: float = 0.5) -> Tensor:
     """α_i = α^D_i · α^M (``"product"``, the paper's better variant) or w·α^D_i + (1 − w)·α^M (``"sum"``).
@@ -530,327 +337,65 @@ def clip_weights(alpha: Tensor, alpha_min: float, alpha_max: float) -> tuple[Ten
     fraction = float(binds.float().mean().item()) if alpha.numel() else 0.0
     return alpha.clamp(alpha_min, alpha_max), fraction
 
-
 # ---------------------------------------------------------------------------------------------------------------
-# Configuration and running means
+# Numerics shared by the formulas: dtype, unit rows, finite means, the sigmoid ratio, k
 # ---------------------------------------------------------------------------------------------------------------
 
+def _float_dtype(*tensors: Tensor) -> torch.dtype:
+    dtype = torch.get_default_dtype()
+    floats = [t.dtype for t in tensors if t.is_floating_point()]
+    if floats:
+        dtype = functools.reduce(torch.promote_types, floats)
+    return dtype
 
-class CategoryRunningMean:
-    """Exponential moving mean of a scalar per category: new = m·old + (1 − m)·value; the first value initialises.
 
-    Used for the category references δ̄ and ḡ_ref. Its state is a plain JSON-able dict so a resumed run continues
-    from the same references as the interrupted one.
+def _unit_rows(x: Tensor) -> Tensor:
+    # Non-finite entries become 0 so one broken embedding cannot turn the whole W into NaN.
+    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    # Dividing by the largest |entry| first keeps the squared norm from overflowing for huge vectors
+    # (cosine is scale-invariant, so this changes nothing else).
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    x = x / scale
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_COSINE_EPS)
+
+
+def _finite_mean(x: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
+    """Mean of the finite entries of ``x`` over ``dim`` and whether there was any finite entry.
+
+    Where there is none the mean is 0. The values are scaled by their largest |entry| before summing so that
+    the sum of G huge but finite values cannot overflow to inf.
+    The clamp (the dtype's smallest normal) matters only for a group of zeros, whose mean is then exactly 0; any
+    realistic entry, a gap of 1e-4 included, is far above it and is divided by exactly its own scale.
     """
-
-    def __init__(self, momentum: float = 0.9) -> None:
-        if not _is_number(momentum) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"running mean momentum must be in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
-        self._means: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
-
-    def get(self, category: str, default: float | None = None) -> float | None:
-        """The current mean of ``category``, or ``default`` if it has never been updated."""
-        return self._means.get(category, default)
-
-    def update(self, category: str, value: float | Tensor) -> float:
-        """Fold ``value`` into the mean of ``category`` and return the new mean.
-
-        A non-finite value raises ``ValueError``: it would poison the mean for the rest of the run.
-        """
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"running mean of category {category!r}: value must be finite, got {value}")
-        old = self._means.get(category)
-        new = value if old is None else self.momentum * old + (1.0 - self.momentum) * value
-        self._means[category] = new
-        self._counts[category] = self._counts.get(category, 0) + 1
-        return new
-
-    def __contains__(self, category: object) -> bool:
-        return category in self._means
-
-    def __len__(self) -> int:
-        return len(self._means)
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"momentum": m, "means": {category: mean}, "counts": {category: updates}}``, JSON-able."""
-        return {"momentum": self.momentum, "means": dict(self._means), "counts": dict(self._counts)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the means (and update counts) from :meth:`state_dict`.
-
-        The momentum stays the one this object was built with: the configuration, not the checkpoint, decides it.
-        """
-        means = state.get("means")
-        if not isinstance(means, dict):
-            raise ValueError("running mean state must have a 'means' dict")
-        restored = {str(k): float(v) for k, v in means.items()}
-        bad = [k for k, v in restored.items() if not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"running mean state has non-finite means for categories {bad}")
-        counts = state.get("counts") or {}
-        self._means = restored
-        self._counts = {k: int(counts.get(k, 1)) for k in restored}
+    finite = torch.isfinite(x)
+    values = torch.where(finite, x, torch.zeros_like(x))
+    count = finite.sum(dim=dim)
+    scale = values.abs().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    mean = (values / scale).sum(dim=dim) / count.clamp_min(1) * scale.squeeze(dim)
+    return mean, count > 0
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Putting it together for a batch of groups
-# ---------------------------------------------------------------------------------------------------------------
+def _sigmoid_ratio(x: Tensor, reference: Tensor) -> Tensor:
+    """σ(x) / σ(reference), computed as exp(log σ(x) − log σ(reference)) so that σ underflowing to 0 gives no 0/0."""
+    return _saturate(torch.exp(_log_sigmoid(x) - _log_sigmoid(reference)))
 
 
-@dataclass
-class GroupScaling:
-    """Result of :func:`compute_group_scaling` for B groups of G completions."""
-
-    alpha: Tensor  # [B, G] final, clipped α
-    alpha_data: Tensor  # [B, G] α^D (ones when not used)
-    alpha_model: Tensor  # [B] α^M (ones when not used)
-    delta: Tensor  # [B, G] δ as given
-    gaps: Tensor  # [B, G] g
-    outlier_mask: Tensor  # [B, G] bool, m
-    fraction_clipped: float
-    num_nonfinite_rewards: int
-    fraction_masked: float = 0.0  # finite gaps dropped by m (0 when α^M is not used)
+def _log_sigmoid(x: Tensor) -> Tensor:
+    # log σ(x) = −softplus(−x), exact in both tails; F.logsigmoid is the same function but two orders of
+    # magnitude slower on small CPU tensors.
+    return -F.softplus(-x)
 
 
-def compute_group_scaling(
-    delta: Tensor,
-    rewards: Tensor,
-    demo_rewards: Tensor,
-    categories: Sequence[str],
-    config: ScalingConfig,
-    delta_running: CategoryRunningMean | None = None,
-    gap_running: CategoryRunningMean | None = None,
-) -> GroupScaling:
-    """The GRPO-S factor α for B gathered groups of G completions (one row per prompt).
-
-    Args:
-        delta: ``[B, G]`` hardness δ = 1 − W of each completion.
-        rewards: ``[B, G]`` rewards R_j(q, o_i); NaN/inf entries are allowed (see below).
-        demo_rewards: ``[B]`` R_j(q, õ) of each prompt's demonstration.
-        categories: the B prompts' categories j, used by the category running means.
-        config: the switches; see :class:`ScalingConfig`.
-        delta_running: running mean of δ per category; required when ``scaling_data_reference`` is
-            ``"category_running_mean"`` and α^D is used.
-        gap_running: running mean of the group mean gap ḡ per category; required when ``scaling_model_reference`` is
-            ``"category_running_mean"`` and α^M is used.
-
-    Groups are processed in order and each running mean is read *before* it is updated with the current group,
-    so the result depends only on the contents and order of the batch. Computed on the gathered batch (like the
-    advantages), α is then the same with 1 or N processes. A running mean is touched only when its factor is used.
-
-    Non-finite rewards are counted in ``num_nonfinite_rewards``, left out of the gap statistics by the mask, and
-    get α = 1 before clipping (TRL gives them zero advantage anyway). A group with no finite gap gets α^M = 1.
-    """
-    if delta.dim() != 2 or rewards.shape != delta.shape:
-        raise ValueError(f"delta and rewards must both be [B, G], got {tuple(delta.shape)} and {tuple(rewards.shape)}")
-    num_groups = delta.shape[0]
-    if demo_rewards.shape != (num_groups,):
-        raise ValueError(f"demo_rewards must be [B] = [{num_groups}], got {tuple(demo_rewards.shape)}")
-    if len(categories) != num_groups:
-        raise ValueError(f"need one category per group: {num_groups} groups, {len(categories)} categories")
-    use_data = config.scaling_mode in ("data", "both")
-    use_model = config.scaling_mode in ("model", "both")
-    running_delta = use_data and config.scaling_data_reference == "category_running_mean"
-    running_gap = use_model and config.scaling_model_reference == "category_running_mean"
-    if running_delta and delta_running is None:
-        raise ValueError("scaling_data_reference='category_running_mean' needs a delta_running CategoryRunningMean")
-    if running_gap and gap_running is None:
-        raise ValueError("scaling_model_reference='category_running_mean' needs a gap_running CategoryRunningMean")
-
-    dtype = _float_dtype(delta, rewards, demo_rewards)
-    device = delta.device
-    delta = delta.to(dtype)
-    rewards = rewards.to(dtype)
-    ones_bg = torch.ones_like(delta)
-    ones_b = torch.ones(num_groups, dtype=dtype, device=device)
-    finite_rewards = torch.isfinite(rewards)
-    num_nonfinite = int((~finite_rewards).sum().item())
-
-    gaps = reward_gaps(rewards, demo_rewards.to(dtype))
-    mask = outlier_mask(gaps, config.scaling_outlier_tau, relative=config.scaling_outlier_tau_relative)
-    sharpness = config.scaling_sharpness
-
-    alpha_data = ones_bg
-    if use_data:
-        reference: Tensor | None = None
-        if running_delta:
-            group_delta, has_delta = _finite_mean(delta)
-            refs = []
-            for b, category in enumerate(categories):
-                mean_b = float(group_delta[b])
-                refs.append(delta_running.get(category, mean_b))
-                if bool(has_delta[b]):
-                    delta_running.update(category, mean_b)
-            reference = torch.tensor(refs, dtype=dtype, device=device).unsqueeze(-1)
-        alpha_data = data_hardness_weight(delta, reference, sharpness, config.scaling_centered)
-
-    alpha_model = ones_b
-    if use_model:
-        gap_p = masked_mean_gap(gaps, mask)
-        group_gap, has_gap = _finite_mean(gaps)
-        if running_gap:
-            refs = []
-            for b, category in enumerate(categories):
-                mean_b = float(group_gap[b])
-                refs.append(gap_running.get(category, mean_b))
-                if bool(has_gap[b]):
-                    gap_running.update(category, mean_b)
-            gap_reference = torch.tensor(refs, dtype=dtype, device=device)
-        else:
-            gap_reference = group_gap
-        if config.scaling_standardize_gaps:
-            scale = gap_scale(gaps)
-            gap_p, gap_reference = gap_p / scale, gap_reference / scale
-        alpha_model = model_responsiveness_weight(gap_p, gap_reference, sharpness, config.scaling_centered)
-        # Without a single finite gap the group says nothing about responsiveness.
-        alpha_model = torch.where(has_gap, alpha_model, ones_b)
-
-    fraction_masked = mask_fraction(mask, gaps) if use_model else 0.0
-    if config.scaling_mode == "none":
-        return GroupScaling(
-            alpha=torch.ones_like(delta),
-            alpha_data=alpha_data,
-            alpha_model=alpha_model,
-            delta=delta,
-            gaps=gaps,
-            outlier_mask=mask,
-            fraction_clipped=0.0,
-            num_nonfinite_rewards=num_nonfinite,
-            fraction_masked=fraction_masked,
-        )
-    if config.scaling_mode == "both":
-        alpha = combine_weights(alpha_data, alpha_model, config.scaling_combine, config.scaling_sum_data_weight)
-    elif config.scaling_mode == "data":
-        alpha = alpha_data
-    else:
-        alpha = alpha_model.unsqueeze(-1).expand_as(delta)
-    alpha = torch.where(finite_rewards, alpha, ones_bg)
-    alpha, fraction = clip_weights(alpha, config.alpha_min, config.alpha_max)
-    return GroupScaling(
-        alpha=alpha,
-        alpha_data=alpha_data,
-        alpha_model=alpha_model,
-        delta=delta,
-        gaps=gaps,
-        outlier_mask=mask,
-        fraction_clipped=fraction,
-        num_nonfinite_rewards=num_nonfinite,
-        fraction_masked=fraction_masked,
-    )
+def _saturate(x: Tensor) -> Tensor:
+    # A sigmoid ratio of extreme logits is a genuine overflow/underflow (e.g. σ(0)/σ(−1000) = e^1000); keep it
+    # finite and strictly positive so it still points the right way and clipping can handle it. Sized so realistic
+    # values never reach it: gaps within ±40 give ratios within e^±40, far inside float32's and bfloat16's range
+    # (about e^±88); only k·z beyond about 88 saturates, and clip_weights binds long before that.
+    info = torch.finfo(x.dtype)
+    return torch.nan_to_num(x, posinf=info.max).clamp(info.tiny, info.max)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# DPO-S: the same α for offline preference pairs
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PairScaling:
-    """Result of :func:`dpo_pair_weights` for N preference pairs."""
-
-    alpha: Tensor  # [N] final, clipped α of each pair
-    alpha_data: Tensor  # [N] α^D of the rejected response (ones when not used)
-    alpha_model: Tensor  # [N] α^M of the pair's prompt (ones when not used)
-    fraction_clipped: float
-    fraction_masked: float
-
-
-def _category_means(values: Tensor, categories: Sequence[str]) -> Tensor:
-    """Each entry replaced by the mean of the finite entries of its category (NaN where the category has none)."""
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for value, category in zip(values.tolist(), categories, strict=True):
-        if math.isfinite(value):
-            sums[category] = sums.get(category, 0.0) + value
-            counts[category] = counts.get(category, 0) + 1
-    means = [sums[c] / counts[c] if counts.get(c) else math.nan for c in categories]
-    return torch.tensor(means, dtype=values.dtype, device=values.device)
-
-
-def dpo_pair_weights(
-    delta: Tensor,
-    gaps: Tensor,
-    prompt_keys: Sequence[str],
-    categories: Sequence[str],
-    config: ScalingConfig,
-) -> PairScaling:
-    """The GRPO-S factor α for N offline DPO pairs (demonstration chosen, a policy sample rejected): DPO-S.
-
-    Args:
-        delta: ``[N]`` hardness δ = 1 − W of each pair's *rejected* response against its demonstration.
-        gaps: ``[N]`` reward gaps g = R_j(q, rejected) − R_j(q, õ) (NaN where unscorable; zeros if α^M is unused).
-        prompt_keys: the prompt of each pair; the pairs of one prompt form its group (for m_i and ḡ_P).
-        categories: the category j of each pair.
-        config: the scaling settings; ``scaling_mode``, ``scaling_combine``, ``scaling_sum_data_weight``,
-            ``scaling_outlier_tau(_relative)``, ``scaling_sharpness``, ``scaling_standardize_gaps`` and the α clip
-            apply as in GRPO-S.
-
-    The pairs are fixed before training, so the references are exact category means over all pairs rather than
-    running means: δ̄ is the mean δ of the pair's category (α^D = σ(k·δ_i)/σ(k·δ̄)), and ḡ_ref is the mean over the
-    category's prompts of their group-mean gap ḡ (α^M = σ(k·ḡ_P)/σ(k·ḡ_ref), ḡ_P the outlier-masked mean gap of the
-    prompt). (The group reference of GRPO-S would make α^D ≡ 1 with one rejected sample per prompt.) A prompt
-    without a finite gap gets α^M = 1.
-    """
-    if delta.dim() != 1 or gaps.shape != delta.shape:
-        raise ValueError(f"delta and gaps must both be [N], got {tuple(delta.shape)} and {tuple(gaps.shape)}")
-    count = delta.shape[0]
-    if len(prompt_keys) != count or len(categories) != count:
-        raise ValueError(f"need one prompt and one category per pair: {count} pairs, {len(prompt_keys)} prompts, "
-                         f"{len(categories)} categories")
-    dtype = _float_dtype(delta, gaps)
-    delta, gaps = delta.to(dtype), gaps.to(dtype)
-    ones = torch.ones(count, dtype=dtype, device=delta.device)
-    mode = config.scaling_mode
-    use_data, use_model = mode in ("data", "both"), mode in ("model", "both")
-    k = config.scaling_sharpness
-
-    alpha_data = ones
-    if use_data:
-        # A pair whose category has no finite δ gets α^D = 1 (data_hardness_weight fills a non-finite reference).
-        alpha_data = data_hardness_weight(delta.unsqueeze(-1), _category_means(delta, categories).unsqueeze(-1),
-                                          k, config.scaling_centered).squeeze(-1)
-
-    alpha_model = ones
-    fraction_masked = 0.0
-    if use_model:
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(prompt_keys):
-            groups.setdefault(key, []).append(i)
-        gap_p = torch.full((count,), math.nan, dtype=dtype, device=delta.device)
-        group_mean = torch.full((count,), math.nan, dtype=dtype, device=delta.device)
-        masked = kept = 0
-        for members in groups.values():
-            index = torch.tensor(members, device=delta.device)
-            group = gaps[index]
-            mask = outlier_mask(group, config.scaling_outlier_tau, relative=config.scaling_outlier_tau_relative)
-            finite = torch.isfinite(group)
-            masked += int((finite & ~mask).sum().item())
-            kept += int(finite.sum().item())
-            if finite.any():
-                gap_p[index] = masked_mean_gap(group, mask)
-                group_mean[index] = group[finite].mean()
-        fraction_masked = masked / kept if kept else 0.0
-        # One entry per prompt in the category mean of ḡ, however many pairs the prompt has.
-        first = {members[0] for members in groups.values()}
-        per_prompt = torch.where(torch.tensor([i in first for i in range(count)], device=delta.device), group_mean,
-                                 torch.full_like(group_mean, math.nan))
-        reference = _category_means(per_prompt, categories)
-        if config.scaling_standardize_gaps:
-            scale = gap_scale(gaps)
-            gap_p, reference = gap_p / scale, reference / scale
-        alpha_model = model_responsiveness_weight(gap_p, reference, k, config.scaling_centered)
-        alpha_model = torch.where(torch.isfinite(gap_p), alpha_model, ones)
-
-    if mode == "none":
-        return PairScaling(alpha=ones, alpha_data=alpha_data, alpha_model=alpha_model, fraction_clipped=0.0,
-                           fraction_masked=fraction_masked)
-    if mode == "both":
-        alpha = combine_weights(alpha_data, alpha_model, config.scaling_combine, config.scaling_sum_data_weight)
-    else:
-        alpha = alpha_data if mode == "data" else alpha_model
-    alpha, fraction = clip_weights(alpha, config.alpha_min, config.alpha_max)
-    return PairScaling(alpha=alpha, alpha_data=alpha_data, alpha_model=alpha_model, fraction_clipped=fraction,
-                       fraction_masked=fraction_masked)
+def _sharpness(k: float) -> float:
+    if not isinstance(k, (int, float)) or isinstance(k, bool) or not math.isfinite(k) or k <= 0:
+        raise ValueError(f"sharpness k must be a finite number > 0, got {k!r}")
+    return float(k)

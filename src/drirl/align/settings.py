@@ -1,7 +1,8 @@
 """The settings of GRPO-S dynamic reward scaling (METHOD.md §2.4), defined once and checked when a config is built.
 
 This module imports nothing heavy, so a config can be loaded and validated (``drirl run``'s early check, ``--help``)
-without torch. The formulas themselves live in :mod:`drirl.align.scaling`.
+without torch. The formulas themselves live in :mod:`drirl.align.scaling`,
+applied to batches in :mod:`drirl.align.scaling_batch`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Evaluation stage (METHOD.md §2.5): harmlessness, over-refusal, usefulness and jailbreak robustness.
 
 * :mod:`drirl.eval.judges` — pluggable judges with three verdicts (refusal, compliance, partial): the offline
-  :class:`HybridJudge` (default), :class:`RulesJudge`, :class:`LearnedJudge` and the first :class:`RefusalMatcher`,
-  a local :class:`ClassifierJudge` and an :class:`LLMJudge` with the StrongREJECT rubric; :func:`judge_file`
-  (``drirl judge``) and :func:`degenerate_reason`;
+  :class:`HybridJudge` and :class:`LearnedJudge`, a local :class:`ClassifierJudge` and an :class:`LLMJudge` with
+  the StrongREJECT rubric, :func:`build_judge` and :func:`judge_file` (``drirl judge``); the judges that read the
+  text alone (the default ``rules`` judge, the first refusal matcher) and :func:`~drirl.responses.degenerate_reason`
+  live in :mod:`drirl.responses`;
 * :mod:`drirl.eval.metrics` — bootstrap intervals, per-category rates, QA answer matching;
 * :mod:`drirl.eval.jailbreaks` — jailbreak templates;
 * :mod:`drirl.eval.harness` — :class:`EvalConfig` and :func:`evaluate`;
@@ -16,39 +17,27 @@ Nothing here imports torch or transformers until a model is loaded.
 from drirl.eval.harness import EvalConfig, EvalResult, evaluate, load_qa, run_lm_eval
 from drirl.eval.jailbreaks import JailbreakTemplate, load_jailbreak_templates, wrap
 from drirl.eval.judges import (
-    REFUSAL_PATTERNS,
     ClassifierJudge,
     HybridJudge,
-    Judge,
-    JudgeVerdict,
     LearnedJudge,
     LLMJudge,
-    RefusalMatcher,
-    RulesJudge,
     build_judge,
-    degenerate_reason,
     judge_file,
 )
 from drirl.eval.metrics import bootstrap_ci, per_category, qa_correct
 from drirl.eval.report import compare_results, render_markdown, write_eval_outputs
 
 __all__ = [
-    "REFUSAL_PATTERNS",
     "ClassifierJudge",
     "EvalConfig",
     "HybridJudge",
     "EvalResult",
     "JailbreakTemplate",
-    "Judge",
-    "JudgeVerdict",
     "LLMJudge",
     "LearnedJudge",
-    "RefusalMatcher",
-    "RulesJudge",
     "bootstrap_ci",
     "build_judge",
     "compare_results",
-    "degenerate_reason",
     "evaluate",
     "judge_file",
     "load_jailbreak_templates",

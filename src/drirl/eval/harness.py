@@ -16,9 +16,9 @@ For one model, :func:`evaluate` generates greedy responses to four prompt sets a
 
 Every rate is a fraction in [0, 1] with a seeded 95% bootstrap interval, overall and per category.
 
-Verdicts are refusal, compliance or partial (:class:`~drirl.eval.judges.JudgeVerdict`); a partial answer counts
+Verdicts are refusal, compliance or partial (:class:`~drirl.responses.JudgeVerdict`); a partial answer counts
 as not refused (it delivered part of the request) and as complied on benign prompts; ``labels`` counts each verdict
-per prompt set. **Degenerate responses** (:func:`~drirl.eval.judges.degenerate_reason`: empty, a repetition loop, a
+per prompt set. **Degenerate responses** (:func:`~drirl.responses.degenerate_reason`: empty, a repetition loop, a
 draft with no answer) are neither refusals nor compliance: they count as 0 in every refusal and compliance rate
 (whose denominators stay all responses, so a broken model cannot pass for a safe or a helpful one), and
 ``degenerate`` gives their share per prompt set (harmful, borderline, benign, QA, jailbreak) and per category. Every
@@ -44,8 +44,9 @@ from typing import Any, ClassVar, Literal
 
 from drirl.config import config_to_dict, help_field
 from drirl.errors import ConfigError, DataError
-from drirl.eval.judges import DEFAULT_JUDGE, JUDGES, Judge, JudgeVerdict, LLMJudge, build_judge, degenerate_reason
+from drirl.eval.judges import DEFAULT_JUDGE, JUDGES, LLMJudge, build_judge
 from drirl.eval.metrics import bootstrap_ci, per_category, qa_correct
+from drirl.responses import Judge, JudgeVerdict, degenerate_reason
 
 logger = logging.getLogger(__name__)
 
@@ -494,7 +495,7 @@ def evaluate(config: EvalConfig, *, model: Any = None, tokenizer: Any = None,
 
     ``model``/``tokenizer`` skip loading ``config.model``; ``examples`` (Example objects or dicts) replace
     ``config.eval_data``, ``qa_items`` replace ``config.qa_data``, and ``judge`` replaces ``config.judge`` (any object
-    with the :class:`~drirl.eval.judges.Judge` method). ``responder(prompts, categories) -> responses`` replaces
+    with the :class:`~drirl.responses.Judge` method). ``responder(prompts, categories) -> responses`` replaces
     greedy generation (AfD's Best-of-N). Writes the outputs when ``config.output`` is set.
     """
     started = time.monotonic()

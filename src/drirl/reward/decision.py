@@ -24,6 +24,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from drirl.responses import RulesJudge
+
 TokenCounter = Callable[[str], int]
 RefusalJudge = Callable[[str], bool]
 
@@ -300,7 +302,5 @@ def default_refusal_judge() -> RefusalJudge:
     """The evaluation's default offline judge (``rules``) as a predicate: True when it labels the text a refusal
     (a partial answer, which carries the requested content, is not one). Measured on the labelled set in
     docs/judge.md: refusal precision 0.88 against the old pattern matcher's 0.55."""
-    from drirl.eval.judges import build_judge
-
-    judge = build_judge("rules")
+    judge = RulesJudge()
     return lambda text: judge.judge([""], [text])[0].label == "refusal"
