@@ -7,8 +7,8 @@ import argparse
 EXAMPLE = """\
 examples:
   drirl align --reward_models runs/rm --output runs/policy --max_steps 30
-  drirl align --config configs/demo.yaml --output runs/policy --scaling_mode none   # plain GRPO ablation
-  drirl align --config configs/demo.yaml --output runs/policy --resume             # continue after a crash
+  drirl align --config configs/demo.yaml --reward_models runs/rm --output runs/policy --scaling_mode none  # plain GRPO
+  drirl align --config configs/demo.yaml --reward_models runs/rm --output runs/policy --resume   # after a crash
   accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml -m drirl.cli align --config CONFIG
 """
 
