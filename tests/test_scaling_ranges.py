@@ -200,12 +200,32 @@ def test_reward_gaps_of_bt_rewards_are_exact_differences():
     torch.testing.assert_close(reward_gaps(rewards, torch.tensor([19.5])), torch.tensor([[-39.5, -20.0, -19.0, 0.5]]))
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (scaling.masked_mean_gap): with the absolute τ = 4 a bimodal "
-                   "group keeps no gap, and ḡ_P = 0 against a running reference is not neutral")
-def test_bimodal_group_with_running_reference_is_neutral():
-    config = ScalingConfig(scaling_mode="model")  # absolute τ = 4, running category reference (the defaults)
+def _bimodal(rule: str):
+    """Two refusals and two answers: gaps ±10 around ḡ = 0 against a category running reference of −10, so the
+    absolute τ = 4 keeps no gap."""
+    config = ScalingConfig(scaling_mode="model", scaling_empty_mask=rule)  # absolute τ = 4, running reference
     running = CategoryRunningMean()
     running.update("c", -10.0)
-    rewards = torch.tensor([[-12.0, -12.0, 8.0, 8.0]])  # two refusals, two answers: gaps ±10 around ḡ = 0
-    out = compute_group_scaling(torch.zeros(1, 4), rewards, torch.tensor([-2.0]), ["c"], config, gap_running=running)
-    assert out.alpha_model.item() == pytest.approx(1.0, abs=0.5)
+    rewards = torch.tensor([[-12.0, -12.0, 8.0, 8.0]])
+    return compute_group_scaling(torch.zeros(1, 4), rewards, torch.tensor([-2.0]), ["c"], config, gap_running=running)
+
+
+def test_bimodal_group_keeps_no_gap_and_each_rule_decides_its_alpha_model():
+    assert _bimodal("neutral").alpha_model.item() == 1.0
+    # ḡ_P = 0 under both other rules here (ḡ = 0): α^M = σ(0)/σ(−10) ≈ 1.1e4 before the clip.
+    expected = model_responsiveness_weight(torch.tensor([0.0]), torch.tensor([-10.0])).item()
+    assert expected > 1e4
+    assert _bimodal("zero").alpha_model.item() == pytest.approx(expected)
+    assert _bimodal("group_mean").alpha_model.item() == pytest.approx(expected)
+
+
+def test_group_mean_rule_follows_the_groups_gaps_when_the_mask_keeps_nothing():
+    gaps = torch.tensor([[-14.0, -14.0, 6.0, 6.0], [-4.0, -4.0, 16.0, 16.0]])  # ḡ = −4 and +6, nothing within 2
+    mask = outlier_mask(gaps, 4.0)
+    assert not mask.any()
+    torch.testing.assert_close(masked_mean_gap(gaps, mask, "group_mean"), torch.tensor([-4.0, 6.0]))
+    torch.testing.assert_close(masked_mean_gap(gaps, mask, "zero"), torch.tensor([0.0, 0.0]))
+    kept = torch.tensor([[True, False, False, False], [False, False, True, True]])
+    torch.testing.assert_close(masked_mean_gap(gaps, kept, "group_mean"), torch.tensor([-14.0, 16.0]))
+    with pytest.raises(ValueError, match="empty must be"):
+        masked_mean_gap(gaps, mask, "drop")

@@ -227,20 +227,26 @@ def outlier_mask(gaps: Tensor, tau: float, relative: bool = False) -> Tensor:
     return finite & (keep | (largest == smallest))
 
 
-def masked_mean_gap(gaps: Tensor, mask: Tensor) -> Tensor:
+def masked_mean_gap(gaps: Tensor, mask: Tensor, empty: str = "zero") -> Tensor:
     """ḡ_P = Σ_i m_i g_i / Σ_i m_i over the group (last dimension); shape ``gaps.shape[:-1]``.
 
-    A group with no kept gap (Σ m_i = 0) gets ḡ_P = 0, the neutral value, never NaN. Gaps outside the mask may
-    be NaN: they are never multiplied, only skipped.
+    Gaps outside the mask may be NaN: they are never multiplied, only skipped. A group with no kept gap
+    (Σ m_i = 0, left undefined by METHOD.md) gets, by ``empty`` (``scaling_empty_mask``): ``"zero"`` ḡ_P = 0, or
+    ``"group_mean"`` the mean of its finite gaps ḡ (0 when it has none); never NaN. (The third rule, ``"neutral"``,
+    sets α^M = 1 for such a group and is applied where α^M is formed.)
     """
-    # Known limit, kept because tests pin ḡ_P = 0 here: 0 is neutral only against ḡ_ref = 0 (the group reference
-    # of a group masked symmetrically). Against a category running mean it is not: with the absolute τ = 4
-    # (|g − ḡ| ≤ 2 reward units), a bimodal group of Bradley-Terry rewards, e.g. gaps (−10, −10, +10, +10) of two
-    # refusals and two answers, keeps nothing, and α^M = σ(0)/σ(ḡ_ref) is decided by ḡ_ref alone (σ(0)/σ(−10) ≈
-    # 1.1e4, clipped to α_max). tests/test_scaling_ranges.py records it as an expected failure.
+    # Why "zero" is not the default: 0 is neutral only against ḡ_ref = 0. With the absolute τ = 4 (|g − ḡ| ≤ 2
+    # reward units) a bimodal group of Bradley-Terry rewards, e.g. gaps (−10, −10, +10, +10) of two refusals and two
+    # answers, keeps nothing, and against a category running mean of −10, α^M = σ(0)/σ(−10) ≈ 1.1e4, clipped to
+    # α_max, whatever the group's gaps were.
+    if empty not in ("zero", "group_mean", "neutral"):
+        raise ValueError(f"empty must be 'zero', 'group_mean' or 'neutral', got {empty!r}")
     mask = mask.bool() & torch.isfinite(gaps)
     masked = torch.where(mask, gaps, torch.full_like(gaps, float("nan")))
-    mean, _ = _finite_mean(masked)
+    mean, kept = _finite_mean(masked)
+    if empty == "group_mean":
+        group_mean, _ = _finite_mean(gaps)
+        mean = torch.where(kept, mean, group_mean)
     return mean
 
 

@@ -197,7 +197,7 @@ def compute_group_scaling(
 
     alpha_model = ones_b
     if use_model:
-        gap_p = masked_mean_gap(gaps, mask)
+        gap_p = masked_mean_gap(gaps, mask, config.scaling_empty_mask)
         group_gap, has_gap = _finite_mean(gaps)
         if running_gap:
             refs = []
@@ -213,8 +213,11 @@ def compute_group_scaling(
             scale = gap_scale(gaps)
             gap_p, gap_reference = gap_p / scale, gap_reference / scale
         alpha_model = model_responsiveness_weight(gap_p, gap_reference, sharpness, config.scaling_centered)
-        # Without a single finite gap the group says nothing about responsiveness.
+        # Without a single finite gap the group says nothing about responsiveness; with scaling_empty_mask: neutral
+        # neither does one whose outlier mask keeps no gap.
         alpha_model = torch.where(has_gap, alpha_model, ones_b)
+        if config.scaling_empty_mask == "neutral":
+            alpha_model = torch.where((mask.bool() & torch.isfinite(gaps)).any(-1), alpha_model, ones_b)
 
     fraction_masked = mask_fraction(mask, gaps) if use_model else 0.0
     if config.scaling_mode == "none":
@@ -345,7 +348,9 @@ def dpo_pair_weights(
             masked += int((finite & ~mask).sum().item())
             kept += int(finite.sum().item())
             if finite.any():
-                gap_p[index] = masked_mean_gap(group, mask)
+                # scaling_empty_mask: neutral leaves ḡ_P undefined (α^M = 1) for a prompt whose mask keeps nothing.
+                if config.scaling_empty_mask != "neutral" or bool((mask.bool() & finite).any()):
+                    gap_p[index] = masked_mean_gap(group, mask, config.scaling_empty_mask)
                 group_mean[index] = group[finite].mean()
         fraction_masked = masked / kept if kept else 0.0
         # One entry per prompt in the category mean of ḡ, however many pairs the prompt has.

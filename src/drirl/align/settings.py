@@ -18,6 +18,7 @@ __all__ = [
     "COMBINE_MODES",
     "DATA_REFERENCES",
     "DELTA_ON",
+    "EMPTY_MASK_RULES",
     "MODEL_REFERENCES",
     "SCALING_MODES",
     "ScalingConfig",
@@ -31,6 +32,7 @@ DATA_REFERENCES = ("group", "category_running_mean")
 MODEL_REFERENCES = ("category_running_mean", "group_mean")
 DELTA_ON = ("full", "answer")
 SENTENCE_SPLITTERS = ("fast", "pysbd")
+EMPTY_MASK_RULES = ("group_mean", "neutral", "zero")
 
 
 class ScalingConfigError(ConfigError, ValueError):
@@ -103,6 +105,16 @@ class ScalingConfig:
             "group, scale-free; checked against num_generations when the config is loaded."
         },
     )
+    scaling_empty_mask: str = field(
+        default="group_mean",
+        metadata={
+            "help": "ḡ_P of a group whose outlier mask keeps no gap (METHOD.md leaves Σ m_i = 0 undefined; it "
+            "happens to a bimodal group, e.g. two refusals and two answers whose gaps all lie more than √τ from "
+            "their mean): group_mean (default) uses the unmasked group mean ḡ; neutral gives that group α^M = 1; "
+            "zero uses ḡ_P = 0, which is neutral only against a reference of 0 (against a category running mean "
+            "of −10 it gives α^M = σ(0)/σ(−10), clipped to alpha_max: the reference alone decides)."
+        },
+    )
     scaling_sharpness: float = field(
         default=1.0,
         metadata={
@@ -172,6 +184,7 @@ class ScalingConfig:
             ("scaling_model_reference", MODEL_REFERENCES),
             ("scaling_delta_on", DELTA_ON),
             ("scaling_sentence_splitter", SENTENCE_SPLITTERS),
+            ("scaling_empty_mask", EMPTY_MASK_RULES),
         ):
             value = getattr(self, name)
             if value not in allowed:
