@@ -61,6 +61,9 @@ def test_the_readme_walkthrough_runs_as_written(tiny_lm_path, tmp_path):
         result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
         outputs.append(result.stdout)
+        if os.environ.get("DRIRL_WALKTHROUGH_LOG"):  # a transcript for docs/results/own-data-walkthrough.md
+            with open(os.environ["DRIRL_WALKTHROUGH_LOG"], "a", encoding="utf-8") as log:
+                log.write(f"$ {command}\n{result.stdout}{result.stderr}\n")
     report = json.loads((tmp_path / "runs" / "mine" / "report.json").read_text())
     assert set(report["methods"]) == {"base", "dr-irl"}
     assert set(report["per_category"]["dr-irl"]) >= {"crime", "insult"}
