@@ -143,12 +143,13 @@ def plot_alpha(history_dir: str, path: Path) -> Path | None:
 # Evaluation: rates with their 95% intervals, one model or several
 # ---------------------------------------------------------------------------------------------------------------
 
-def _summary(result: Any) -> dict[str, Any]:
-    """An EvalResult or its ``to_dict()``."""
+def as_summary(result: Any) -> dict[str, Any]:
+    """An evaluation result as a dict: an EvalResult's ``to_dict()``, or the dict itself (eval.json)."""
     return result.to_dict() if hasattr(result, "to_dict") else dict(result)
 
 
-def _harm_categories(summaries: Any) -> list[str]:
+def harm_categories(summaries: Any) -> list[str]:
+    """The harm categories of evaluation summaries (those with a harmful refusal rate), in first-seen order."""
     categories: list[str] = []
     for s in summaries:
         for cat, metrics in (s.get("per_category") or {}).items():
@@ -193,7 +194,7 @@ def plot_per_category(result: Any, path: str | os.PathLike) -> Path:
     """Refusal rate per harmful category (and compliance on benign prompts) with 95% CI error bars."""
     from matplotlib.figure import Figure
 
-    s = _summary(result)
+    s = as_summary(result)
     per_cat = s.get("per_category") or {}
     labels, entries, colors = [], [], []
     for cat, metrics in per_cat.items():
@@ -227,7 +228,7 @@ def plot_jailbreaks(result: Any, path: str | os.PathLike) -> Path:
     """Refusal per jailbreak template with CI error bars, against the refusal rate without attack."""
     from matplotlib.figure import Figure
 
-    s = _summary(result)
+    s = as_summary(result)
     jailbreaks = s.get("jailbreaks") or {}
     if not jailbreaks:
         return save_figure(_empty_figure("jailbreak robustness was not evaluated"), path)
@@ -251,8 +252,8 @@ def plot_comparison(results: Mapping[str, Any], path: str | os.PathLike) -> Path
     """Grouped bars: refusal on harmful prompts per category (plus overall), one bar per model, CI error bars."""
     from matplotlib.figure import Figure
 
-    summaries = {name: _summary(r) for name, r in results.items()}
-    categories = _harm_categories(summaries.values())
+    summaries = {name: as_summary(r) for name, r in results.items()}
+    categories = harm_categories(summaries.values())
     if not summaries or not categories:
         return save_figure(_empty_figure("no per-category results to compare"), path)
     groups = [*categories, "overall"]

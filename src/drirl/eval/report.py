@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drirl.io import atomic_write_json, atomic_write_text, write_jsonl
-from drirl.plots import plot_jailbreaks, plot_per_category
+from drirl.plots import as_summary, harm_categories, plot_jailbreaks, plot_per_category
 
 __all__ = ["HEADLINE_METRICS", "compare_results", "render_markdown", "write_eval_outputs"]
 
@@ -36,11 +36,6 @@ _CATEGORY_METRICS = [("harmful_refusal", "refusal"), ("degenerate", "degenerate"
                      ("harm_score", "harm score"),
                      ("jailbreak_refusal", "jailbreak refusal"), ("benign_compliance", "borderline compliance"),
                      ("ordinary_benign_compliance", "ordinary compliance"), ("test_reward", "reward")]
-
-
-def _summary(result: Any) -> dict[str, Any]:
-    """An EvalResult or its ``to_dict()``."""
-    return result.to_dict() if hasattr(result, "to_dict") else dict(result)
 
 
 def _num(value: Any) -> str:
@@ -71,7 +66,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]
 
 def render_markdown(result: Any) -> str:
     """The readable report of one evaluation: headline metrics, per category, jailbreaks, QA topics, lm-eval."""
-    s = _summary(result)
+    s = as_summary(result)
     n = s.get("n", {})
     lines = [f"# Evaluation of `{s.get('model', '?')}`", "",
              f"Judge: {s.get('judge_description') or s.get('judge', '?')}. Intervals are 95%: Wilson intervals for "
@@ -145,7 +140,7 @@ def write_eval_outputs(result: Any, output_dir: str | os.PathLike) -> dict[str, 
     responses.jsonl into ``output_dir``; returns name -> path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    summary = _summary(result)
+    summary = as_summary(result)
     paths = {"eval.json": output_dir / "eval.json", "eval.md": output_dir / "eval.md"}
     atomic_write_json(paths["eval.json"], summary)
     atomic_write_text(paths["eval.md"], render_markdown(summary))
@@ -165,7 +160,7 @@ def write_eval_outputs(result: Any, output_dir: str | os.PathLike) -> dict[str, 
 def compare_results(results: Mapping[str, Any]) -> str:
     """Markdown comparison of several evaluations ({name: EvalResult or its dict}): one row per model with the
     headline metrics and their intervals, then harmful-prompt refusal per category."""
-    summaries = {name: _summary(r) for name, r in results.items()}
+    summaries = {name: as_summary(r) for name, r in results.items()}
     if not summaries:
         return "_no results to compare_\n"
     keys = [(k, label) for k, label, _ in HEADLINE_METRICS if any(s.get(k) is not None for s in summaries.values())]
@@ -173,7 +168,7 @@ def compare_results(results: Mapping[str, Any]) -> str:
     lines += _md_table(["model", *(f"{label} (`{k}`)" for k, label in keys)],
                        [[name, *(f"{_num(s.get(k))} {_ci(s.get(f'{k}_ci'))}" if s.get(k) is not None else "–"
                                  for k, _ in keys)] for name, s in summaries.items()])
-    categories = _harm_categories(summaries.values())
+    categories = harm_categories(summaries.values())
     if categories:
         lines += ["", "## Refusal on harmful prompts per category", ""]
         lines += _md_table(["model", *categories],
@@ -200,12 +195,3 @@ def compare_results(results: Mapping[str, Any]) -> str:
 
 def _mean_n(entry: Mapping[str, Any] | None) -> str:
     return "–" if not entry or not entry.get("n") else f"{_num(entry.get('mean'))} ({entry['n']})"
-
-
-def _harm_categories(summaries: Any) -> list[str]:
-    categories: list[str] = []
-    for s in summaries:
-        for cat, metrics in (s.get("per_category") or {}).items():
-            if "harmful_refusal" in metrics and cat not in categories:
-                categories.append(cat)
-    return categories
