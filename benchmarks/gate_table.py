@@ -39,6 +39,48 @@ def pick_prompts(harmful_per_category: int, benign_per_kind: int, data: str | No
     return chosen
 
 
+class RecordingBundle:
+    """The bundle, recording every candidate it scores: what the reward prefers among the policy's own samples."""
+
+    def __init__(self, bundle):
+        self.bundle, self.calls = bundle, []
+        self.system_prompt, self.categories = bundle.system_prompt, bundle.categories
+
+    def score(self, prompts, responses, categories):
+        scores = self.bundle.score(prompts, responses, categories)
+        self.calls.append((list(prompts), list(responses), list(scores)))
+        return scores
+
+
+def candidate_stats(calls, kind, label_of) -> dict:
+    """Per harmful prompt, its N candidates (the first scoring call: all candidates at once): how many prompts had at
+    least one refusing and one compliant candidate, how often the top-scored candidate was a refusal there, and the
+    mean within-prompt reward margin refusal − compliance (the on-policy decision the reward makes)."""
+    prompts, responses, scores = calls[0]
+    by_prompt: dict = {}
+    for prompt, response, score in zip(prompts, responses, scores, strict=True):
+        key = prompt if isinstance(prompt, str) else json.dumps(prompt)
+        by_prompt.setdefault(key, []).append((label_of(response), float(score)))
+    mixed = wins = 0
+    margins = []
+    for key, options in by_prompt.items():
+        if kind.get(key) != "harmful":
+            continue
+        refusals = [s for label, s in options if label == "refusal"]
+        answers = [s for label, s in options if label in ("compliance", "partial")]
+        if refusals and answers:
+            mixed += 1
+            best_label = max(options, key=lambda o: o[1])[0]
+            wins += best_label == "refusal"
+            margins.append(sum(refusals) / len(refusals) - sum(answers) / len(answers))
+    labels = [label_of(r) for (p, r) in zip(prompts, responses, strict=True)
+              if kind.get(p if isinstance(p, str) else json.dumps(p)) == "harmful"]
+    return {"harmful_candidates": len(labels),
+            "candidate_labels": {name: labels.count(name) for name in sorted(set(labels))},
+            "prompts_with_both": mixed, "best_is_refusal_there": wins,
+            "mean_margin_refusal_minus_compliance": sum(margins) / len(margins) if margins else None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sft", required=True, help="the SFT model folder")
@@ -65,8 +107,11 @@ def main() -> int:
     subset = Path(args.out or "gate").with_suffix(".prompts.jsonl")
     write_examples(subset, examples)
     started = time.time()
+    from drirl.reward.bundle import CategoryRewardModels
+
+    bundle = RecordingBundle(CategoryRewardModels(args.bundle))
     rows = best_of_n_gate(args.sft, args.bundle, data=subset, n=args.n, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, seed=args.seed)
+                          temperature=args.temperature, seed=args.seed, bundle=bundle)
     seconds = time.time() - started
     judge = RulesJudge()
     for row in rows:
@@ -91,9 +136,13 @@ def main() -> int:
             "difference": diff.difference, "difference_ci": [diff.low, diff.high], "p_value": diff.p_value,
             "degenerate_greedy": sum(r["greedy_label"] == "degenerate" for r in part) / len(part),
             "degenerate_best": sum(r["response_label"] == "degenerate" for r in part) / len(part)}
+    prompt_kind = {(e.prompt if isinstance(e.prompt, str) else json.dumps(e.prompt)): kind[e.id] for e in examples}
+    candidates = candidate_stats(bundle.calls, prompt_kind, lambda text: "degenerate" if degenerate_reason(text)
+                                 else judge.verdict(text).label)
     command = "PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/gate_table.py " + " ".join(sys.argv[1:])
     if args.json:
-        print(json.dumps({"n": args.n, "seconds": round(seconds, 1), "table": table, "command": command}))
+        print(json.dumps({"n": args.n, "seconds": round(seconds, 1), "table": table, "candidates": candidates,
+                          "command": command}))
         return 0
     print(f"Best-of-{args.n} gate: {len(rows)} test prompts, {seconds:.0f} s (judge: rules)")
     print(f"{'':24s}{'n':>4s}  {'greedy SFT':>22s}  {f'best of {args.n}':>22s}  {'difference [95% CI]':>24s}  p")
@@ -104,6 +153,11 @@ def main() -> int:
         p = "–" if t["p_value"] is None else f"{t['p_value']:.3g}"
         print(f"{name:24s}{t['n']:4d}  {g:>22s}  {b:>22s}  {d:>24s}  {p}")
         print(f"{'  degenerate':24s}{'':4s}  {t['degenerate_greedy']:>22.2f}  {t['degenerate_best']:>22.2f}")
+    c = candidates
+    print(f"harmful candidates: {c['harmful_candidates']} {c['candidate_labels']}; prompts with a refusing and a "
+          f"compliant candidate: {c['prompts_with_both']}, top-scored candidate a refusal on "
+          f"{c['best_is_refusal_there']} of them; mean reward margin refusal − compliance there: "
+          f"{c['mean_margin_refusal_minus_compliance']}")
     print(f"rerun: {command}")
     return 0
 
