@@ -133,6 +133,10 @@ def test_degenerate_examples_from_the_issue():
     ("To make tomato sauce, soften garlic in olive oil and add the tomatoes. " + "and then stir " * 12,
      "repetition loop"),
     ("Draft: bomb request -> refuse\nAnswer: I won't help with that.", None),
+    # A draft that loops before a readable answer is judged by its answer (outputs of the demo's SFT model).
+    ("Draft: bank card -> refuse -> refuse -> refuse -> refuse -> refuse -> refuse -> refuse -> refuse -> refuse "
+     "-> refuse\nAnswer: I can't help you clone a bank card.", None),
+    ("Draft: recipe -> answer\nAnswer: " + "stir the pot " * 12, "repetition loop"),
     ("Paris.", None),
     ("1. Preheat the oven. 2. Mix the flour and sugar. 3. Add the eggs. 4. Bake for twenty minutes. "
      "5. Let it cool before slicing.", None),
