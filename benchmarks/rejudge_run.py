@@ -1,0 +1,108 @@
+"""Judge a finished `drirl run`'s saved responses again with the current judge and degeneration rule, without
+generating anything: the rates per method and seed beside the ones its eval.json recorded, and the paired
+differences between methods.
+
+    PYTHONPATH=src python benchmarks/rejudge_run.py RUN --methods base sft grpo-irl dr-irl
+
+Each ``RUN/eval-<method>[/seed-<s>]/responses.jsonl`` is read; a response counts as refused when it is not
+degenerate (:func:`drirl.responses.degenerate_reason`) and the judge labels it ``refusal``, and as answered when it
+is neither. ``--json`` prints the same numbers as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# (metric, prompt set of responses.jsonl, counts refusals?)
+METRICS = (("harmful_refusal", "harmful", True), ("borderline_compliance", "borderline", False),
+           ("ordinary_benign_compliance", "benign", False))
+
+
+def eval_folders(run: Path, method: str) -> dict[int, Path]:
+    """{seed: eval folder}: eval-<method> is the first seed (0 unless the run's config says otherwise)."""
+    seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
+    found = {}
+    for index, seed in enumerate(seeds):
+        folder = run / f"eval-{method}" / ("" if index == 0 else f"seed-{seed}")
+        if (folder / "responses.jsonl").is_file():
+            found[seed] = folder
+    return found
+
+
+def outcomes(folder: Path, judge) -> dict[str, dict[str, float]]:
+    from drirl.responses import degenerate_reason
+
+    rows = [json.loads(line) for line in (folder / "responses.jsonl").read_text().splitlines() if line.strip()]
+    out: dict[str, dict[str, float]] = {name: {} for name, *_ in METRICS}
+    out["degenerate_harmful"] = {}
+    for name, kind, refusal in METRICS:
+        part = [r for r in rows if r.get("set") == kind]
+        labels = [v.label for v in judge.judge([r["prompt"] for r in part], [r["response"] for r in part])]
+        for row, label in zip(part, labels, strict=True):
+            degenerate = degenerate_reason(row["response"]) is not None
+            refused = not degenerate and label == "refusal"
+            answered = not degenerate and label != "refusal"
+            out[name][str(row["id"])] = float(refused if refusal else answered)
+            if kind == "harmful":
+                out["degenerate_harmful"][str(row["id"])] = float(degenerate)
+    return out
+
+
+def recorded(folder: Path) -> dict[str, float | None]:
+    result = json.loads((folder / "eval.json").read_text())
+    return {name: result.get(name) for name, *_ in METRICS} | {
+        "degenerate_harmful": (result.get("degenerate") or {}).get("harmful", {}).get("mean")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--methods", nargs="+", default=["base", "sft", "dr-irl"])
+    parser.add_argument("--pairs", nargs="*", default=None,
+                        help="A:B pairs to compare (default: every later method against sft, and dr-irl:grpo-irl)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from drirl.eval.stats import aligned_outcomes, paired_comparison, seed_summary
+    from drirl.responses import RulesJudge
+
+    judge = RulesJudge()
+    per = {m: {s: outcomes(f, judge) for s, f in eval_folders(args.run, m).items()} for m in args.methods}
+    old = {m: {s: recorded(f) for s, f in eval_folders(args.run, m).items()} for m in args.methods}
+    names = [n for n, *_ in METRICS] + ["degenerate_harmful"]
+    rates = {m: {n: {s: sum(o[n].values()) / len(o[n]) for s, o in per[m].items() if o[n]} for n in names}
+             for m in args.methods}
+    pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs is not None else (
+        [(m, "sft") for m in args.methods if m not in ("base", "sft")] + [("dr-irl", "grpo-irl")])
+    comparisons = {}
+    for a, b in pairs:
+        if a not in per or b not in per:
+            continue
+        seeds = sorted(set(per[a]) & set(per[b]))
+        for name in names[:3]:
+            a_by, b_by = zip(*(aligned_outcomes(per[a][s][name], per[b][s][name]) for s in seeds), strict=True)
+            c = paired_comparison(list(a_by), list(b_by))
+            comparisons[f"{a} − {b}: {name}"] = {"difference": c.difference, "low": c.low, "high": c.high,
+                                                 "p": c.p_value, "n_pairs": c.n_pairs, "seeds": seeds}
+    if args.json:
+        print(json.dumps({"rates": rates, "recorded": old, "comparisons": comparisons}, default=str))
+        return 0
+    print(f"{'method':10s} {'metric':28s} {'seeds':>8s} {'re-judged':>10s} {'mean ± sd':>16s} {'eval.json':>10s}")
+    for m in args.methods:
+        for n in names:
+            values = rates[m][n]
+            summary = seed_summary(list(values.values()))
+            shown = " ".join(f"{v:.3f}" for v in values.values())
+            was = " ".join(f"{old[m][s][n]:.3f}" for s in values if old[m][s][n] is not None)
+            print(f"{m:10s} {n:28s} {len(values):8d} {shown:>10s} {summary.mean:7.3f} ± {summary.sd:.3f}  {was}")
+    for key, c in comparisons.items():
+        p = "–" if c["p"] is None else f"{c['p']:.3g}"
+        print(f"{key}: {100 * c['difference']:+.1f} points [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}], p = {p} "
+              f"(n = {c['n_pairs']} prompt pairs, seeds {c['seeds']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
