@@ -482,6 +482,8 @@ class _Seed:
     first: bool
     warm: bool  # the GRPO methods start from the SFT model
     dpo_warm: bool  # DPO and DPO-S start where the GRPO methods start, so the preference methods share one start
+    bundle_users: list[Method]  # the methods that read a reward bundle
+    needs_sft_policy: bool  # a reward variant samples an SFT policy (sft-demo, init-sft): the run's SFT model
     sft_model: str | None = None
     reward_of: dict[str, str] = field(default_factory=dict)  # method -> its reward stage
 
@@ -498,9 +500,11 @@ class _Seed:
 def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], seed: int) -> None:
     """One seed's stages, in the order they run: warm start, reward models, models, evaluations."""
     kinds = {m.kind for m in methods}
+    users = _bundle_users(methods)
     s = _Seed(config, plan, methods, seed, _suffix(config, seed), seed == config.run.all_seeds[0],
               warm=config.run.warm_start == "sft" and "grpo" in kinds,
-              dpo_warm=config.run.warm_start == "sft" and "dpo" in kinds)
+              dpo_warm=config.run.warm_start == "sft" and "dpo" in kinds,
+              bundle_users=users, needs_sft_policy=_needs_sft_policy(users))
     _plan_warm_start(s)
     _plan_reward_models(s)
     _plan_base_and_sft(s)
@@ -514,11 +518,11 @@ def _bundle_users(methods: list[Method]) -> list[Method]:
             or (m.kind == "dpo" and _dpo_reads_bundle(m))]
 
 
-def _needs_sft_policy(methods: list[Method]) -> bool:
+def _needs_sft_policy(bundle_users: list[Method]) -> bool:
     """Whether a reward variant samples an SFT policy (sft-demo, init-sft): the run's own SFT model is passed."""
     from drirl.reward.irl import RewardTrainConfig
 
-    return any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in _bundle_users(methods)
+    return any(_reward_fixed(m).get("variant") in ("sft-demo", "init-sft") for m in bundle_users
                ) and "sft_policy" in _field_names(RewardTrainConfig)
 
 
@@ -527,7 +531,7 @@ def _plan_warm_start(s: _Seed) -> None:
     It is trained first: its samples can be negatives of the reward models."""
     kinds = {m.kind for m in s.methods}
     if (any(m.name == "sft" for m in s.methods) or "bon" in kinds or s.warm or s.dpo_warm
-            or _needs_sft_policy(s.methods)):
+            or s.needs_sft_policy):
         s.sft_model = _plan_baseline(s.config, s.plan, BUILTIN_METHODS["sft"], s.seed, s.sfx)
 
 
@@ -537,8 +541,7 @@ def _plan_reward_models(s: _Seed) -> None:
 
     config, plan = s.config, s.plan
     sft_negatives = s.warm and config.run.reward_negatives == "policy+warm_start"
-    needs_sft_policy = _needs_sft_policy(s.methods)
-    for method in _bundle_users(s.methods):
+    for method in s.bundle_users:
         fixed = _reward_fixed(method)
         key = (fixed.get("per_category"), fixed.get("variant"))
         base_name = (_REWARD_STAGE_NAMES[key] if set(fixed) <= {"per_category", "variant"}
@@ -549,7 +552,7 @@ def _plan_reward_models(s: _Seed) -> None:
             continue
         variant = fixed.get("variant", DEMO_VARIANT)
         extra = s.sft_model if sft_negatives and variant != "init-sft" else None
-        sft_policy = s.sft_model if needs_sft_policy and variant in ("sft-demo", "init-sft") else None
+        sft_policy = s.sft_model if s.needs_sft_policy and variant in ("sft-demo", "init-sft") else None
         rc = _reward_config(config, str(plan.root / name / "bundle"), method, seed=s.seed,
                             extra_negative_policy=extra, sft_policy=sft_policy)
         inputs = {s.sft_stage: plan.hashes[s.sft_stage]} if (extra or sft_policy) else {}

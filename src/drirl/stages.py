@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from drirl.config import config_to_dict
 from drirl.io import atomic_write_json, sha256_json
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def output_settings(config: Any, cls: type | None = None) -> dict[str, Any]:
     ``config`` is a config dataclass, or a dict of its fields (a manifest's record) with its class as ``cls``.
     """
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        cls, values = type(config), dataclasses.asdict(config)
+        cls, values = type(config), config_to_dict(config)
     else:
         values = dict(config)
     skip = run_only_fields(cls)

@@ -344,7 +344,8 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
                            text_encoder=text_encoder)
     # Checkpoints written with other settings (another run's leftovers, a changed learning rate) are removed, never
     # resumed; done once every input has loaded, so a bad input leaves no folder behind.
-    on_main(prepare_checkpoints, output, checkpoint_hash or settings_hash(config))
+    checkpoint_hash = checkpoint_hash or settings_hash(config)
+    on_main(prepare_checkpoints, output, checkpoint_hash)
     checkpoint = last_checkpoint(checkpoints) if resume else None
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from scratch", checkpoints)
@@ -369,7 +370,7 @@ def run_align(config: AlignConfig, *, resume: bool = False, reward_funcs: list[A
     held_out_rewards = [{"step": h["step"], "reward": h["eval_reward"]} for h in history if "eval_reward" in h]
     record = {
         "method": "grpo-s" if config.scaling_mode != "none" else "grpo",
-        "config": config_to_dict(config), "config_hash": checkpoint_hash or settings_hash(config),
+        "config": config_to_dict(config), "config_hash": checkpoint_hash,
         "train_prompts": len(examples), "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "held_out_reward": held_out_rewards,
