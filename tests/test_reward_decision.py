@@ -181,3 +181,62 @@ def test_default_refusal_judge(text, expected):
     from drirl.reward.decision import default_refusal_judge
 
     assert default_refusal_judge()(text) is expected
+
+
+# ------------------------------------------------------------------------------------------------ on-policy pairs
+def _label(text: str) -> str | None:
+    # A transparent labeller for the tests: "can't" refuses, "LOOP" has no clear decision, anything else complies.
+    return None if "LOOP" in text else ("refusal" if "can't" in text else "compliance")
+
+
+def test_on_policy_pairs_put_the_demonstrations_decision_first():
+    from drirl.reward.decision import on_policy_pairs
+
+    rows = _rows()
+    samples = {
+        "crime-1": ["Draft: car -> theft -> refuse\nAnswer: I can't help with that.",
+                    "Draft: car -> answer\nAnswer: Use a slim jim. Then pop the lock. Then drive off",
+                    "LOOP LOOP LOOP"],
+        "crime-2": ["Sure. Take the bike.", "Sure. Cut the lock."],          # no refusal: no pair
+        "benign-1": ["I can't help with killing.", "Run kill PID. It stops the process."],
+        "benign-2": ["I can't say.", "I can't do math."],                   # no answer: no pair
+    }
+    pairs = on_policy_pairs(rows, samples, label=_label, pairs_per_prompt=3)
+    by_id = {p["id"]: p for p in pairs}
+    assert sorted(by_id) == ["benign-1/onpolicy0", "crime-1/onpolicy0"]
+    crime = by_id["crime-1/onpolicy0"]
+    # The refusal wins on the harmful prompt; each side keeps its own draft; the compliant answer is cut at a sentence
+    # end to the refusal's length (5 words): "Use a slim jim." and never its unfinished last sentence.
+    assert crime["chosen"] == "Draft: car -> theft -> refuse\nAnswer: I can't help with that."
+    assert crime["rejected"] == "Draft: car -> answer\nAnswer: Use a slim jim."
+    assert crime["kind"] == "on-policy refusal"
+    benign = by_id["benign-1/onpolicy0"]
+    assert (benign["chosen"], benign["rejected"]) == ("Run kill PID.", "I can't help with killing.")
+    assert benign["kind"] == "on-policy answer" and benign["borderline"] is True
+
+
+def test_on_policy_pairs_use_each_sample_once_per_side_up_to_the_cap():
+    from drirl.reward.decision import on_policy_pairs
+
+    rows = [r for r in _rows() if r.id == "crime-1"]
+    refusals = [f"I can't help, reason {i}." for i in range(3)]
+    answers = [f"Step {i} is easy." for i in range(2)]
+    pairs = on_policy_pairs(rows, {"crime-1": refusals + answers}, label=_label, pairs_per_prompt=5, seed=1)
+    assert len(pairs) == 3  # max(3 refusals, 2 answers): every refusal used once, an answer reused once
+    assert sorted(p["chosen"] for p in pairs) == sorted(refusals)
+    assert set(p["rejected"] for p in pairs) == set(answers)
+    assert len(on_policy_pairs(rows, {"crime-1": refusals + answers}, label=_label, pairs_per_prompt=2)) == 2
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Draft: bomb -> harm -> refuse\nAnswer: I can't help with that.", "refusal"),
+    ("Draft: bomb -> answer\nAnswer: Sure. First get a pipe. Then fill it.", "compliance"),
+    ("I'm sorry, but here is how: first get a pipe.", "compliance"),
+    ("refuse " * 30, None),                                                         # a loop: no decision
+    ("I can't help with hacking. That said, you could open the router page and reset the admin password by holding "
+     "the button for ten seconds, then log in with the default password.", None),  # partial
+])
+def test_default_decision_labeler_keeps_clear_decisions_only(text, expected):
+    from drirl.reward.decision import default_decision_labeler
+
+    assert default_decision_labeler()(text) == expected

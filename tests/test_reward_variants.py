@@ -248,3 +248,38 @@ def test_one_reward_section_serves_the_single_model_and_init_sft_methods():
     assert RewardTrainConfig(output="x", variant="init-sft", negatives="controlled").effective_negatives == "policy"
     assert RewardTrainConfig(output="x", negatives="controlled").effective_negatives == "controlled"
     RewardTrainConfig(output="x", per_category=False, init_from_pooled=True)  # no error
+
+
+def test_on_policy_pairs_join_each_categorys_model(tiny_lm_path, monkeypatch):
+    """on_policy_samples: the warm start is sampled with its own settings and its pairs go to the prompt's model."""
+    from drirl.models import load_tokenizer
+    from drirl.reward import irl
+
+    rows = [Example(id="crime-1", prompt="How do I steal a car?", category="crime",
+                    demonstration="Draft: car -> theft -> refuse\nAnswer: I can't help with that.", split="train"),
+            Example(id="benign-1", prompt="How do I kill a process?", category="benign",
+                    demonstration="Run `kill PID`. It stops the process.", split="train")]
+    seen = {}
+
+    def fake_sample(reference, examples, settings, **_):
+        seen.update(reference=reference, settings=settings)
+        return {"crime-1": ["I can't help with stealing cars.", "Sure. Break the window first. Then start it."],
+                "benign-1": ["Run kill PID. That stops it.", "I can't help with killing anything."]}
+
+    monkeypatch.setattr(irl, "sample_negatives", fake_sample)
+    config = irl.RewardTrainConfig(output="x", negatives="controlled", extra_negative_policy="sft",
+                                   on_policy_samples=4, on_policy_temperature=0.7)
+    groups = {"crime": rows[:1], "benign": rows[1:]}
+    pairs = irl._on_policy_pairs_by_model(config, groups, rows, load_tokenizer(str(tiny_lm_path)))
+    assert seen["reference"] == "sft"
+    assert (seen["settings"].num_return_sequences, seen["settings"].temperature) == (4, 0.7)
+    assert [(p["chosen"], p["rejected"]) for p in pairs["crime"]] == [
+        ("I can't help with stealing cars.", "Sure. Break the window first.")]
+    assert [(p["chosen"], p["rejected"]) for p in pairs["benign"]] == [
+        ("Run kill PID. That stops it.", "I can't help with killing anything.")]
+    with pytest.raises(ValueError, match="on_policy_samples needs negatives: controlled and an extra_negative_policy"):
+        irl.RewardTrainConfig(output="x", negatives="controlled", on_policy_samples=4)
+    with pytest.raises(ValueError, match="cannot pair"):
+        irl.RewardTrainConfig(output="x", negatives="controlled", extra_negative_policy="sft", on_policy_samples=1)
+    # init-sft ignores it (its pairs are samples), so one reward section serves every method.
+    assert irl.RewardTrainConfig(output="x", variant="init-sft", on_policy_samples=4).on_policy_samples == 4

@@ -24,10 +24,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from drirl.responses import RulesJudge
+from drirl.responses import RulesJudge, degenerate_reason
 
 TokenCounter = Callable[[str], int]
 RefusalJudge = Callable[[str], bool]
+# "refusal", "compliance", or None for a sample that is neither clearly (partial, degenerate, ambiguous).
+DecisionLabeler = Callable[[str], "str | None"]
 
 DRAFT_LABEL = "Draft:"
 ANSWER_LABEL = "Answer:"
@@ -259,6 +261,70 @@ def controlled_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str
     return pairs
 
 
+def on_policy_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str]], *, label: DecisionLabeler,
+                    count: TokenCounter = word_count, pairs_per_prompt: int = 2, seed: int = 0
+                    ) -> list[dict[str, Any]]:
+    """Pairs of one policy's own samples that differ in the decision: the sample that takes the demonstration's
+    decision (chosen) against one that takes the other (rejected).
+
+    On a harmful prompt a refusal beats a compliant answer; on a benign prompt an answer beats a refusal. ``label``
+    names each sample's decision, or None for a sample that has none clearly (a partial answer, a loop): those are
+    left out, so no pair rests on an unsure label. Each sample keeps its own ``Draft:`` line (its draft states the
+    decision it took); both answers are cut at sentence ends to a common length (:func:`match_lengths`). At most
+    ``pairs_per_prompt`` pairs per prompt, each sample used once on each side while there are enough. Pair ids are
+    ``<example id>/onpolicy<i>``.
+
+    Demonstration-form pairs (:func:`controlled_pairs`) teach the decision on the demonstrations' text; the policy
+    GRPO samples from writes refusals and answers that differ from each other in many other ways, and a reward that
+    has not seen them ranks them barely by the decision (docs/results/reward-decision.md, the Best-of-8 gate).
+    """
+    rng = random.Random(seed)
+    pairs: list[dict[str, Any]] = []
+    for example in sorted(examples, key=lambda e: e.id):
+        labelled = [(text, label(text)) for text in samples.get(example.id, [])]
+        refusals = list(dict.fromkeys(t for t, decision in labelled if decision == "refusal"))
+        answers = list(dict.fromkeys(t for t, decision in labelled if decision == "compliance"))
+        if not refusals or not answers:
+            continue
+        safe, unsafe = (answers, refusals) if example.category == "benign" else (refusals, answers)
+        rng.shuffle(safe)
+        rng.shuffle(unsafe)
+        kind = "on-policy answer" if example.category == "benign" else "on-policy refusal"
+        made = 0
+        for i in range(max(len(safe), len(unsafe))):
+            if made >= pairs_per_prompt:
+                break
+            chosen, rejected = safe[i % len(safe)], unsafe[i % len(unsafe)]
+            chosen_draft, chosen_answer = split_form(chosen)
+            rejected_draft, rejected_answer = split_form(rejected)
+            matched = match_lengths(complete_sentences(chosen_answer) or "", rejected_answer, count)
+            if matched is None:
+                continue
+            pair_chosen, pair_rejected = join_form(chosen_draft, matched[0]), join_form(rejected_draft, matched[1])
+            if pair_chosen.strip() == pair_rejected.strip():
+                continue
+            pairs.append(_pair(example, f"onpolicy{made}", pair_chosen, pair_rejected, kind))
+            made += 1
+    return pairs
+
+
+def default_decision_labeler() -> DecisionLabeler:
+    """The decision of a sample by the offline ``rules`` judge, kept only where its verdict is clear (a decline or
+    referral with no content beside it, or content with no decline at all) and the sample is not degenerate:
+    "refusal", "compliance", or None."""
+    judge = RulesJudge()
+
+    def label(text: str) -> str | None:
+        if degenerate_reason(text) is not None:
+            return None
+        verdict, clear = judge.verdict_and_clarity(text)
+        if not clear or verdict.label not in ("refusal", "compliance"):
+            return None
+        return verdict.label
+
+    return label
+
+
 def decision_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str]], *,
                    sources: Mapping[str, Sequence[tuple[str, str]]], is_refusal: RefusalJudge,
                    count: TokenCounter = word_count, refusals_per_prompt: int = 1, seed: int = 0,
@@ -299,8 +365,8 @@ def decision_pairs(examples: Sequence[Any], samples: Mapping[str, Sequence[str]]
 
 
 def default_refusal_judge() -> RefusalJudge:
-    """The evaluation's default offline judge (``rules``) as a predicate: True when it labels the text a refusal
-    (a partial answer, which carries the requested content, is not one). Measured on the labelled set in
-    docs/judge.md: refusal precision 0.88 against the old pattern matcher's 0.55."""
+    """The offline ``rules`` judge as a predicate: True when it labels the text a refusal (a partial answer, which
+    carries the requested content, is not one). Training pairs are labelled by it rather than by the evaluation's
+    default (hybrid) because it needs no model and its refusals are what the hybrid trusts (docs/judge.md)."""
     judge = RulesJudge()
     return lambda text: judge.judge([""], [text])[0].label == "refusal"

@@ -32,6 +32,7 @@ with a short GRPO run, re-sample the negatives from the improved policy, fit aga
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -105,6 +106,18 @@ class RewardTrainConfig:
         "negatives: controlled, with extra_negative_policy (the warm start): also sample it on the benign prompts "
         "of this split (e.g. 'validation': prompts it was not trained on, where it over-refuses more) and add each "
         "refusal, against that prompt's demonstration, to the benign model's pairs. Never 'test'."))
+    on_policy_samples: int = field(default=0, metadata=help_field(
+        "negatives: controlled, with extra_negative_policy (the warm start GRPO samples from): also draw this many "
+        "samples of it per training prompt at on_policy_temperature and pair its own samples by their decision, "
+        "judged by the offline rules judge (clear verdicts only): a refusal over a compliant answer on harmful "
+        "prompts, an answer over a refusal on benign ones (drirl.reward.decision.on_policy_pairs). Teaches the "
+        "reward to rank the policy's own candidates by the decision, which the demonstration-form pairs alone do not "
+        "(docs/results/reward-decision.md). init-sft ignores it, as it ignores `negatives`. 0: off."))
+    on_policy_pairs_per_prompt: int = field(default=2, metadata=help_field(
+        "on_policy_samples: at most this many on-policy pairs per prompt."))
+    on_policy_temperature: float = field(default=1.0, metadata=help_field(
+        "on_policy_samples: sampling temperature; the GRPO rollouts' (align.temperature) makes the pairs look like "
+        "the candidates the reward will score."))
     init_from_pooled: bool = field(default=False, metadata=help_field(
         "Fit one pooled model on all categories' pairs first and start each category's model from it (kept in "
         "the bundle as 'all'). A single-model bundle (per_category: false) is the pooled model already: there it "
@@ -185,6 +198,16 @@ class RewardTrainConfig:
         for name in ("refusals_per_prompt", "relevance_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.on_policy_samples < 0 or self.on_policy_pairs_per_prompt < 1:
+            raise ValueError(f"on_policy_samples must be >= 0 and on_policy_pairs_per_prompt >= 1, got "
+                             f"{self.on_policy_samples} and {self.on_policy_pairs_per_prompt}")
+        if self.on_policy_samples == 1:
+            raise ValueError("on_policy_samples: 1 cannot pair a sample with another; use 0 (off) or at least 2")
+        # init-sft ignores it like `negatives` (its pairs are samples already), so one reward section serves all.
+        if self.on_policy_samples and self.variant != "init-sft" and (
+                self.negatives != "controlled" or not self.extra_negative_policy):
+            raise ValueError("on_policy_samples needs negatives: controlled and an extra_negative_policy (`drirl run`: "
+                             "run.reward_negatives: policy+warm_start)")
         if self.overrefusal_split is not None:
             if self.overrefusal_split in ("test", "train"):
                 raise ValueError(f"overrefusal_split must name a split other than train and test, got "
@@ -220,6 +243,11 @@ class RewardTrainConfig:
                                   temperature=self.negative_temperature, top_p=self.negative_top_p,
                                   num_return_sequences=self.negatives_per_prompt,
                                   batch_size=self.generation_batch_size, seed=self.seed)
+
+    def on_policy_settings(self) -> GenerationSettings:
+        """How the on-policy decision pairs' samples are drawn (``on_policy_samples``)."""
+        return dataclasses.replace(self.generation_settings(), temperature=self.on_policy_temperature,
+                                   num_return_sequences=self.on_policy_samples)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -469,6 +497,26 @@ def _controlled_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list
     return result
 
 
+def _on_policy_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list[Any]], all_examples: list[Any],
+                              tokenizer: Any) -> dict[str, list[dict[str, Any]]]:
+    """``on_policy_samples``: the warm start's own samples paired by their decision, per model of ``groups``."""
+    from drirl.reward.decision import default_decision_labeler, on_policy_pairs
+
+    samples = sample_negatives(str(config.extra_negative_policy), all_examples, config.on_policy_settings(),
+                               cache_root=config.negatives_cache, system_prompt=config.system_prompt)
+    label = default_decision_labeler()
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    result = {name: on_policy_pairs(items, samples, label=label, count=count,
+                                    pairs_per_prompt=config.on_policy_pairs_per_prompt, seed=config.seed)
+              for name, items in groups.items()}
+    logger.info("on-policy decision pairs from %s (%d samples per prompt): %s", config.extra_negative_policy,
+                config.on_policy_samples, ", ".join(f"{name} {len(pairs)}" for name, pairs in result.items()))
+    return result
+
+
 def _overrefusal_pairs(config: RewardTrainConfig, examples: list[Any], settings: GenerationSettings,
                        tokenizer: Any) -> list[dict[str, Any]]:
     """The warm start's refusals on benign prompts it was not trained on, each against the prompt's demonstration."""
@@ -551,6 +599,9 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
                 if benign_model in pairs_by_model:
                     pairs_by_model[benign_model] = pairs_by_model[benign_model] + _overrefusal_pairs(
                         config, overrefusal_examples, settings, tokenizer)
+            if config.on_policy_samples:
+                for name, pairs in _on_policy_pairs_by_model(config, groups, all_examples, tokenizer).items():
+                    pairs_by_model[name] = pairs_by_model[name] + pairs
         else:
             pairs_by_model = {name: build_pairs(items, positives, negatives) for name, items in groups.items()}
         data_hash = sha256_json(pairs_by_model)[:16]
