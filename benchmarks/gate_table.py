@@ -1,12 +1,13 @@
 """The Best-of-N gate before RL (issue 14): does picking the best of N SFT samples by the bundle's reward raise
-refusal on harmful test prompts while keeping borderline and ordinary benign prompts answered, against greedy SFT?
+refusal on harmful prompts while keeping borderline and ordinary benign prompts answered, against greedy SFT? The
+prompts come from the validation split by default (where settings are chosen; ``--split test`` to report).
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/gate_table.py --sft RUN/align-sft/model \
         --bundle RUN/reward/bundle --n 8 --harmful_per_category 10 --benign_per_kind 20 --out gate.jsonl
 
-Prints one table (greedy SFT vs best of N: rates judged by the default `rules` judge, Wilson intervals, the paired
-difference with its bootstrap interval and exact McNemar p) and the command to rerun it; ``--json`` prints the same
-numbers as one JSON object.
+Prints one table (greedy SFT vs best of N: rates judged by the evaluation's default judge or ``--judge``, Wilson
+intervals, the paired difference with its bootstrap interval and exact McNemar p) and the command to rerun it;
+``--json`` prints the same numbers as one JSON object.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ SETS = (("harmful refusal", "harmful", "refusal"), ("borderline compliance", "bo
         ("ordinary compliance", "ordinary", "compliance"))
 
 
-def pick_prompts(harmful_per_category: int, benign_per_kind: int, data: str | None) -> list:
-    """The first test prompts by id: ``harmful_per_category`` of each harm category, ``benign_per_kind`` borderline
-    and as many ordinary benign ones."""
+def pick_prompts(harmful_per_category: int, benign_per_kind: int, data: str | None, split: str = "test") -> list:
+    """The first prompts of ``split`` by id: ``harmful_per_category`` of each harm category, ``benign_per_kind``
+    borderline and as many ordinary benign ones."""
     from drirl.data.schema import load_split
 
     chosen, counts = [], {}
-    for example in sorted(load_split(data, "test"), key=lambda e: e.id):
+    for example in sorted(load_split(data, split), key=lambda e: e.id):
         if example.category == "benign":
             key = "borderline" if (example.meta or {}).get("borderline") else "ordinary"
             cap = benign_per_kind
@@ -52,15 +53,15 @@ class RecordingBundle:
         return scores
 
 
-def candidate_stats(calls, kind, label_of) -> dict:
+def candidate_stats(calls, kind, candidate_labels) -> dict:
     """Per harmful prompt, its N candidates (the first scoring call: all candidates at once): how many prompts had at
     least one refusing and one compliant candidate, how often the top-scored candidate was a refusal there, and the
     mean within-prompt reward margin refusal − compliance (the on-policy decision the reward makes)."""
     prompts, responses, scores = calls[0]
     by_prompt: dict = {}
-    for prompt, response, score in zip(prompts, responses, scores, strict=True):
+    for prompt, label, score in zip(prompts, candidate_labels, scores, strict=True):
         key = prompt if isinstance(prompt, str) else json.dumps(prompt)
-        by_prompt.setdefault(key, []).append((label_of(response), float(score)))
+        by_prompt.setdefault(key, []).append((label, float(score)))
     mixed = wins = 0
     margins = []
     for key, options in by_prompt.items():
@@ -73,7 +74,7 @@ def candidate_stats(calls, kind, label_of) -> dict:
             best_label = max(options, key=lambda o: o[1])[0]
             wins += best_label == "refusal"
             margins.append(sum(refusals) / len(refusals) - sum(answers) / len(answers))
-    labels = [label_of(r) for (p, r) in zip(prompts, responses, strict=True)
+    labels = [label for p, label in zip(prompts, candidate_labels, strict=True)
               if kind.get(p if isinstance(p, str) else json.dumps(p)) == "harmful"]
     return {"harmful_candidates": len(labels),
             "candidate_labels": {name: labels.count(name) for name in sorted(set(labels))},
@@ -85,7 +86,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sft", required=True, help="the SFT model folder")
     parser.add_argument("--bundle", required=True, help="the reward-model bundle folder")
-    parser.add_argument("--data", default=None, help="examples whose test split gives the prompts (default: bundled)")
+    parser.add_argument("--data", default=None, help="examples whose split gives the prompts (default: bundled)")
+    parser.add_argument("--split", default="validation", choices=("validation", "test"),
+                        help="validation to choose settings (default), test to report them")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -93,15 +96,18 @@ def main() -> int:
     parser.add_argument("--benign_per_kind", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSONL of every prompt's greedy and best response")
+    parser.add_argument("--judge", default=None, help="an offline judge (rules, minilm, hybrid, refusal); "
+                        "default: the evaluation's default")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     from drirl.data.schema import write_examples
+    from drirl.eval.judges import DEFAULT_JUDGE, build_judge
     from drirl.eval.reward_gate import best_of_n_gate
     from drirl.eval.stats import paired_comparison, wilson_interval
-    from drirl.responses import RulesJudge, degenerate_reason
+    from drirl.responses import degenerate_reason
 
-    examples = pick_prompts(args.harmful_per_category, args.benign_per_kind, args.data)
+    examples = pick_prompts(args.harmful_per_category, args.benign_per_kind, args.data, args.split)
     kind = {e.id: ("borderline" if (e.meta or {}).get("borderline") else "ordinary") if e.category == "benign"
             else "harmful" for e in examples}
     subset = Path(args.out or "gate").with_suffix(".prompts.jsonl")
@@ -113,12 +119,17 @@ def main() -> int:
     rows = best_of_n_gate(args.sft, args.bundle, data=subset, n=args.n, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, seed=args.seed, bundle=bundle)
     seconds = time.time() - started
-    judge = RulesJudge()
+    judge = build_judge(args.judge or DEFAULT_JUDGE)
+
+    def labels_of(prompts: list, texts: list) -> list[str]:
+        verdicts = judge.judge([p if isinstance(p, str) else json.dumps(p) for p in prompts], texts)
+        return ["degenerate" if degenerate_reason(t) else v.label for t, v in zip(texts, verdicts, strict=True)]
+
     for row in rows:
         row["kind"] = kind[row["id"]]
-        for side in ("greedy", "response"):
-            text = row[side]
-            row[f"{side}_label"] = "degenerate" if degenerate_reason(text) else judge.verdict(text).label
+    for side in ("greedy", "response"):
+        for row, label in zip(rows, labels_of([r["prompt"] for r in rows], [r[side] for r in rows]), strict=True):
+            row[f"{side}_label"] = label
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -137,14 +148,13 @@ def main() -> int:
             "degenerate_greedy": sum(r["greedy_label"] == "degenerate" for r in part) / len(part),
             "degenerate_best": sum(r["response_label"] == "degenerate" for r in part) / len(part)}
     prompt_kind = {(e.prompt if isinstance(e.prompt, str) else json.dumps(e.prompt)): kind[e.id] for e in examples}
-    candidates = candidate_stats(bundle.calls, prompt_kind, lambda text: "degenerate" if degenerate_reason(text)
-                                 else judge.verdict(text).label)
+    candidates = candidate_stats(bundle.calls, prompt_kind, labels_of(*bundle.calls[0][:2]))
     command = "PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/gate_table.py " + " ".join(sys.argv[1:])
     if args.json:
         print(json.dumps({"n": args.n, "seconds": round(seconds, 1), "table": table, "candidates": candidates,
                           "command": command}))
         return 0
-    print(f"Best-of-{args.n} gate: {len(rows)} test prompts, {seconds:.0f} s (judge: rules)")
+    print(f"Best-of-{args.n} gate: {len(rows)} {args.split} prompts, {seconds:.0f} s (judge: {judge.name})")
     print(f"{'':24s}{'n':>4s}  {'greedy SFT':>22s}  {f'best of {args.n}':>22s}  {'difference [95% CI]':>24s}  p")
     for name, t in table.items():
         g = f"{t['greedy']:.2f} [{t['greedy_ci'][0]:.2f}, {t['greedy_ci'][1]:.2f}]"

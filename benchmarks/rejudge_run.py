@@ -62,13 +62,15 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["base", "sft", "dr-irl"])
     parser.add_argument("--pairs", nargs="*", default=None,
                         help="A:B pairs to compare (default: every later method against sft, and dr-irl:grpo-irl)")
+    parser.add_argument("--judge", default=None, help="an offline judge (rules, minilm, hybrid, refusal); "
+                        "default: the evaluation's default")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from drirl.eval.judges import DEFAULT_JUDGE, build_judge
     from drirl.eval.stats import aligned_outcomes, paired_comparison, seed_summary
-    from drirl.responses import RulesJudge
 
-    judge = RulesJudge()
+    judge = build_judge(args.judge or DEFAULT_JUDGE)
     per = {m: {s: outcomes(f, judge) for s, f in eval_folders(args.run, m).items()} for m in args.methods}
     old = {m: {s: recorded(f) for s, f in eval_folders(args.run, m).items()} for m in args.methods}
     names = [n for n, *_ in METRICS] + ["degenerate_harmful"]

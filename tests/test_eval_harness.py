@@ -13,6 +13,7 @@ from drirl.config import config_from_dict
 from drirl.errors import ConfigError, DataError
 from drirl.eval import EvalConfig, EvalResult, compare_results, evaluate
 from drirl.eval.harness import EvalPrompt, as_eval_prompts, run_lm_eval, select_round_robin
+from drirl.eval.judges import DEFAULT_JUDGE
 from drirl.eval.report import render_markdown, write_eval_outputs
 from drirl.plots import plot_comparison
 from drirl.responses import JudgeVerdict
@@ -71,7 +72,7 @@ def test_evaluate_end_to_end_on_tiny_model(tiny_lm_path, tmp_path):
         assert 0.0 <= low <= summary[key] <= high <= 1.0, key
     # The default judge cannot see content: no graded score and no "harmful" verdicts, only (non-)refusal.
     assert summary["harm_score"] is None and summary["harm_rate"] is None
-    assert summary["model"] == str(tiny_lm_path) and summary["judge"] == "rules"
+    assert summary["model"] == str(tiny_lm_path) and summary["judge"] == DEFAULT_JUDGE == "hybrid"
     labels = summary["labels"]["harmful"]
     assert sum(labels.values()) == summary["n"]["harmful"]
     assert summary["harmful_refusal"] == pytest.approx(labels["refusal"] / summary["n"]["harmful"])

@@ -61,14 +61,14 @@ def test_held_out_quality_is_at_least_what_docs_publish(name):
             assert measured[label][metric] >= value - MARGIN, (name, label, metric, measured[label][metric], value)
 
 
-def test_the_default_judge_beats_the_first_matcher_in_the_published_table():
+def test_the_default_judge_is_the_best_of_the_published_table():
     table = published()
     macro = {name: sum(v["f1"] for v in table[name].values()) / 3 for name in table}
     assert set(table) >= {"refusal", "rules", "minilm", "hybrid", DEFAULT_JUDGE}
-    # With the full-size models' outputs in the set, minilm/hybrid score 0.80 against the rules' 0.75 held out;
-    # docs/judge.md says so, and the choice of DEFAULT_JUDGE is left open there, not changed silently.
+    # The issue's rule: the judge with the best held-out macro F1 is the default (hybrid and minilm tie at 0.80;
+    # the hybrid keeps the rules' reason for every clear refusal).
     assert macro[DEFAULT_JUDGE] > macro["refusal"]
-    assert macro[DEFAULT_JUDGE] >= max(macro.values()) - 0.1
+    assert macro[DEFAULT_JUDGE] >= max(macro.values()) - 1e-9
 
 
 def test_degenerate_flags_agree_with_the_hand_labels():

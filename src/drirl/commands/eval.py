@@ -24,8 +24,8 @@ what it measures (all rates are fractions in [0, 1] with 95% bootstrap intervals
   test_reward                with --reward_models BUNDLE: mean reward of the responses to the harmful and benign
                              test prompts under the IRL models (not a rate; higher is closer to the demonstrations)
 
-judges: rules (default: refusal position and answer content) | minilm (bundled MiniLM classifier) |
-        hybrid (rules for clear refusals, minilm otherwise) | refusal (the first pattern matcher) |
+judges: hybrid (default: rules for clear refusals, minilm otherwise) | rules (refusal position and answer
+        content; no model) | minilm (bundled MiniLM classifier) | refusal (the first pattern matcher) |
         classifier (--judge_model FOLDER) |
         llm (--judge_endpoint_url URL --judge_endpoint_model NAME; StrongREJECT rubric; key from --api_key_env)
         held-out precision / recall / F1 of the offline judges: docs/judge.md

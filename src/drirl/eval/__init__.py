@@ -3,7 +3,8 @@
 * :mod:`drirl.eval.judges` — pluggable judges with three verdicts (refusal, compliance, partial): the offline
   :class:`HybridJudge` and :class:`LearnedJudge`, a local :class:`ClassifierJudge` and an :class:`LLMJudge` with
   the StrongREJECT rubric, :func:`build_judge` and :func:`judge_file` (``drirl judge``); the judges that read the
-  text alone (the default ``rules`` judge, the first refusal matcher) and :func:`~drirl.responses.degenerate_reason`
+  text alone (the ``rules`` judge, which the default hybrid trusts for clear refusals, and the first refusal
+  matcher) and :func:`~drirl.responses.degenerate_reason`
   live in :mod:`drirl.responses`;
 * :mod:`drirl.eval.metrics` — bootstrap intervals, per-category rates, QA answer matching;
 * :mod:`drirl.eval.jailbreaks` — jailbreak templates;

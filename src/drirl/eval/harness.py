@@ -80,10 +80,11 @@ class EvalConfig:
     qa_data: str | None = field(default=None, metadata=help_field(
         "JSONL of QA items {id, question, answers: [aliases], topic}; default: the bundled 120 questions."))
     judge: str = field(default=DEFAULT_JUDGE, metadata=help_field(
-        f"Judge of refusal/compliance/partial (and harm): {' | '.join(JUDGES)}. rules (default): where the refusal "
-        "stands and how much answer surrounds it; minilm: the bundled MiniLM classifier; hybrid: rules for clear "
-        "refusals, minilm otherwise; refusal: the first pattern matcher; classifier: a local harm classifier; llm: "
-        "an endpoint with the StrongREJECT rubric. Measured per class in docs/judge.md."))
+        f"Judge of refusal/compliance/partial (and harm): {' | '.join(JUDGES)}. hybrid (default, the best "
+        "held out): rules for clear refusals, minilm otherwise; rules: where the refusal stands and how much answer "
+        "surrounds it (needs no model); minilm: the bundled MiniLM classifier; refusal: the first pattern matcher; "
+        "classifier: a local harm classifier; llm: an endpoint with the StrongREJECT rubric. Measured per class in "
+        "docs/judge.md."))
     judge_model: str | None = field(default=None, metadata=help_field(
         "Sequence-classification model folder for --judge classifier (Llama-Guard style)."))
     judge_endpoint_url: str | None = field(default=None, metadata=help_field(

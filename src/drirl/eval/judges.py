@@ -3,9 +3,10 @@ in part, and, for judges that see content, whether the response is harmful (METH
 
 Offline judges (no network, no download), measured on the bundled labelled set in docs/judge.md:
 
-* :class:`~drirl.responses.RulesJudge` (``rules``, the default): where a refusal stands in the answer and how much
-  answer surrounds it;
-* :class:`HybridJudge` (``hybrid``): the rules judge for clear refusals, :class:`LearnedJudge` otherwise;
+* :class:`HybridJudge` (``hybrid``, the default: the best held-out macro F1): the rules judge for clear refusals,
+  :class:`LearnedJudge` otherwise;
+* :class:`~drirl.responses.RulesJudge` (``rules``): where a refusal stands in the answer and how much answer
+  surrounds it; needs no model;
 * :class:`LearnedJudge` (``minilm``): the bundled MiniLM encoder and a logistic classifier trained on the labelled
   set's development part;
 * :class:`~drirl.responses.RefusalMatcher` (``refusal``): the first judge, a refusal pattern anywhere in the first
@@ -72,8 +73,9 @@ __all__ = [
 ]
 
 JUDGES = ("rules", "minilm", "hybrid", "refusal", "classifier", "llm")
-# The judge with the best held-out macro F1 and accuracy on the bundled labelled set (docs/judge.md).
-DEFAULT_JUDGE = "rules"
+# The judge with the best held-out macro F1 and accuracy on the bundled labelled set (docs/judge.md): the hybrid
+# (0.80 / 0.87 against the rules' 0.75 / 0.85); tests/test_judge_measured.py fails if another row overtakes it.
+DEFAULT_JUDGE = "hybrid"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -511,9 +513,9 @@ class LLMJudge:
 def build_judge(name: str, **kw: Any) -> Judge:
     """Build a judge by name.
 
-    * ``hybrid``, ``minilm``: ``weights`` (a file or dict; default: the bundled ones), ``encoder`` (an
+    * ``hybrid`` (the default), ``minilm``: ``weights`` (a file or dict; default: the bundled ones), ``encoder`` (an
       already-loaded sentence-transformers model); the MiniLM encoder loads at the first judgement.
-    * ``rules`` (the default): nothing.
+    * ``rules``: nothing.
     * ``refusal``: ``window`` (optional).
     * ``classifier``: ``model_path`` (required), ``unsafe_label``, ``threshold``, ``batch_size``, ``device``,
       ``trust_remote_code``, ``allow_pickle``.
