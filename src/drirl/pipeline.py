@@ -275,12 +275,21 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
     # Validate every section as each method will use it now, so a typo or a contradiction fails in a second rather
     # than after an hour of training.
     registry = pipeline.run.registry
+    # As _plan_reward_models will build them: with the warm start's samples as negatives where the run asks for them.
+    sft_negatives = (pipeline.run.warm_start == "sft" and pipeline.run.reward_negatives == "policy+warm_start"
+                     and any(registry[m].kind == "grpo" for m in pipeline.run.all_methods))
+
+    def check_reward(method: Method) -> None:
+        variant = _reward_fixed(method).get("variant", DEMO_VARIANT)
+        _reward_config(pipeline, "check", method,
+                       extra_negative_policy="check" if sft_negatives and variant != "init-sft" else None)
+
     for name in pipeline.run.all_methods:
         method = registry[name]
         check_fixed_settings(pipeline, method)
         if method.kind == "grpo":
             if method.reward_source == "bundle":
-                _reward_config(pipeline, "check", method)
+                check_reward(method)
             elif "external_reward_model" in pipeline.sections["align"]:
                 raise ConfigError(f"method {name} reads run.external_reward_model (one setting for every method "
                                   "that uses it); move align.external_reward_model there", file=source,
@@ -290,7 +299,7 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
                                   "reward model)", file=source, key="run.external_reward_model")
             _align_config(pipeline, "check", method, "check" if method.reward_source == "bundle" else None)
         elif method.kind == "bon":
-            _reward_config(pipeline, "check", method)
+            check_reward(method)
         elif method.kind in ("sft", "dpo"):
             _baseline_config(pipeline, method, pipeline.run.seed)
     _eval_config(pipeline, "check")
