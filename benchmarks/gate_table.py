@@ -117,7 +117,7 @@ def main() -> int:
 
     bundle = RecordingBundle(CategoryRewardModels(args.bundle))
     rows = best_of_n_gate(args.sft, args.bundle, data=subset, n=args.n, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, seed=args.seed, bundle=bundle)
+                          temperature=args.temperature, seed=args.seed, bundle=bundle, split=args.split)
     seconds = time.time() - started
     judge = build_judge(args.judge or DEFAULT_JUDGE)
 

@@ -17,14 +17,15 @@ def best_of_n_gate(sft_model: str, bundle_dir: str | os.PathLike, *, data: str |
                    n: int = 8, max_new_tokens: int = 96, temperature: float = 1.0, top_p: float = 1.0,
                    max_prompts_per_category: int | None = None, batch_size: int = 16, seed: int = 0,
                    greedy: bool = True, bf16: bool | str = "auto", bundle: Any = None,
-                   policy: tuple[Any, Any] | None = None) -> list[dict[str, Any]]:
-    """Best of ``n`` samples of ``sft_model`` per test prompt, chosen by the bundle's reward.
+                   policy: tuple[Any, Any] | None = None, split: str = "test") -> list[dict[str, Any]]:
+    """Best of ``n`` samples of ``sft_model`` per prompt of ``split``, chosen by the bundle's reward.
 
     Args:
         sft_model: the SFT policy (folder or alias) to sample.
         bundle_dir: reward-model bundle; each prompt is scored by the model of its category, with the bundle's
             system prompt (which also renders the prompt for sampling, so both see one rendering).
-        data: examples whose *test* split gives the prompts (default: the bundled test split).
+        data: examples whose ``split`` gives the prompts (default: the bundled set).
+        split: ``test`` to report (the pipeline's gate), ``validation`` to choose settings.
         n, max_new_tokens, temperature, top_p, seed: sampling of the candidates.
         max_prompts_per_category: cap on test prompts per category (the first by id); default all.
         greedy: also return the greedy response of the same model, the baseline the gate is compared with.
@@ -43,7 +44,7 @@ def best_of_n_gate(sft_model: str, bundle_dir: str | os.PathLike, *, data: str |
         raise ValueError(f"n must be >= 1, got {n}")
     if bundle is None:
         bundle = CategoryRewardModels(bundle_dir, batch_size=batch_size, bf16=bf16)
-    examples = load_split(data, "test", skip_invalid=True)
+    examples = load_split(data, split, skip_invalid=True)
     scored = set(bundle.categories) or None  # a single-model bundle scores every category
     by_category: dict[str, list[Any]] = {}
     for example in sorted(examples, key=lambda e: e.id):
@@ -51,7 +52,7 @@ def best_of_n_gate(sft_model: str, bundle_dir: str | os.PathLike, *, data: str |
             by_category.setdefault(example.category, []).append(example)
     chosen = [e for items in by_category.values() for e in items[:max_prompts_per_category]]
     if not chosen:
-        raise DataError("no test-split prompts in the bundle's categories", file=str(data or "bundled data"),
+        raise DataError(f"no {split}-split prompts in the bundle's categories", file=str(data or "bundled data"),
                         field="split")
     model, tokenizer = policy if policy is not None else load_policy(sft_model)
     prompts = [e.prompt for e in chosen]
