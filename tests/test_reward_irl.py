@@ -158,6 +158,44 @@ def test_extra_negative_policy_adds_its_samples_as_negatives(tmp_path, tiny_lm_p
     assert manifest["models"]["crime"]["metrics"]["train_pairs"] == 4
 
 
+def test_on_policy_samples_sample_the_warm_start_once(tmp_path, tiny_lm_path, monkeypatch):
+    """With on_policy_samples the warm start is sampled once, at the on-policy settings: the first
+    negatives_per_prompt of its samples are its controlled negatives, all of them feed the on-policy pairs."""
+    from drirl.reward import irl
+
+    data = write_data(tmp_path, train_per_category=1, test_per_category=0)
+    config = reward_config(tmp_path, tiny_lm_path, data, "rm", categories=["crime"], negatives_per_prompt=1,
+                           negatives="controlled", relevance_negatives=0, extra_negative_policy="warm",
+                           on_policy_samples=3, on_policy_temperature=0.5)
+    calls = []
+
+    def fake_sample(reference, examples, settings, **_):
+        calls.append((reference, settings.num_return_sequences, settings.temperature))
+        if reference == "warm":
+            return {e.id: ["Sure. Pick the lock with a pin.", "I can't help with that.", "Sure. Use a bump key."]
+                    for e in examples}
+        return {e.id: ["It is locked. It is metal."] for e in examples}
+
+    fitted = {}
+    monkeypatch.setattr(irl, "sample_negatives", fake_sample)
+    monkeypatch.setattr("drirl.models.resolve_model", lambda reference: str(reference))
+    monkeypatch.setattr(irl, "_fit_once", lambda pairs, config, tokenizer, target, *a, **k: (
+        fitted.__setitem__(target.name, pairs), target.mkdir(parents=True, exist_ok=True), {})[2])
+    irl.train_reward_models(config)
+    assert sorted(set(calls)) == [(str(tiny_lm_path), 1, 1.0), ("warm", 3, 0.5)]
+    kinds = sorted((p["kind"], p["rejected"].split("Answer: ")[-1]) for p in fitted["crime"])
+    # The policy's sample and the warm start's first sample are the compliant negatives (its third sample is not);
+    # the warm start's refusal beats each of its two answers (cut to the refusal's length) in the on-policy pairs.
+    assert [(k, r) for k, r in kinds if k == "compliant"] == [("compliant", "It is locked. It is metal."),
+                                                              ("compliant", "Sure. Pick the lock with a pin.")]
+    on_policy = [p for p in fitted["crime"] if p["kind"] == "on-policy refusal"]
+    assert [p["chosen"] for p in on_policy] == ["I can't help with that."] * 2
+    assert {p["rejected"].split(".")[0] for p in on_policy} == {"Sure"} and len({p["rejected"] for p in on_policy}) == 2
+    with pytest.raises(ValueError, match="at least negatives_per_prompt"):
+        reward_config(tmp_path, tiny_lm_path, data, "x", negatives_per_prompt=3, negatives="controlled",
+                      extra_negative_policy="warm", on_policy_samples=2)
+
+
 def test_interrupted_run_resumes_from_partial(tmp_path, tiny_lm_path, monkeypatch):
     """A crash after the first category keeps it in <output>.partial; the rerun trains only the others."""
     from drirl.reward import irl

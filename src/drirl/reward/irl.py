@@ -112,7 +112,9 @@ class RewardTrainConfig:
         "judged by the offline rules judge (clear verdicts only): a refusal over a compliant answer on harmful "
         "prompts, an answer over a refusal on benign ones (drirl.reward.decision.on_policy_pairs). Teaches the "
         "reward to rank the policy's own candidates by the decision, which the demonstration-form pairs alone do not "
-        "(docs/results/reward-decision.md). init-sft ignores it, as it ignores `negatives`. 0: off."))
+        "(docs/results/reward-decision.md). The warm start is then sampled once, at these settings: the first "
+        "negatives_per_prompt of each prompt's samples are its negatives. init-sft ignores it, as it ignores "
+        "`negatives`. 0: off."))
     on_policy_pairs_per_prompt: int = field(default=2, metadata=help_field(
         "on_policy_samples: at most this many on-policy pairs per prompt."))
     on_policy_temperature: float = field(default=1.0, metadata=help_field(
@@ -201,6 +203,9 @@ class RewardTrainConfig:
         if self.on_policy_samples < 0 or self.on_policy_pairs_per_prompt < 1:
             raise ValueError(f"on_policy_samples must be >= 0 and on_policy_pairs_per_prompt >= 1, got "
                              f"{self.on_policy_samples} and {self.on_policy_pairs_per_prompt}")
+        if 0 < self.on_policy_samples < self.negatives_per_prompt:
+            raise ValueError(f"on_policy_samples ({self.on_policy_samples}) must be at least negatives_per_prompt "
+                             f"({self.negatives_per_prompt}): the warm start's negatives are the first of its samples")
         if self.on_policy_samples == 1:
             raise ValueError("on_policy_samples: 1 cannot pair a sample with another; use 0 (off) or at least 2")
         # init-sft ignores it like `negatives` (its pairs are samples already), so one reward section serves all.
@@ -585,9 +590,13 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
         negatives = sample_negatives(sampler, all_examples, settings, cache_root=config.negatives_cache,
                                      system_prompt=config.system_prompt)
         if config.extra_negative_policy:
-            extra = sample_negatives(config.extra_negative_policy, all_examples, settings,
+            # With on-policy pairs the warm start is sampled once, at their settings: the first
+            # negatives_per_prompt of its samples are its negatives, all of them feed the on-policy pairs.
+            extra = sample_negatives(config.extra_negative_policy, all_examples,
+                                     config.on_policy_settings() if config.on_policy_samples else settings,
                                      cache_root=config.negatives_cache, system_prompt=config.system_prompt)
-            negatives = {key: samples + extra.get(key, []) for key, samples in negatives.items()}
+            negatives = {key: samples + extra.get(key, [])[:config.negatives_per_prompt]
+                         for key, samples in negatives.items()}
         positives = None
         if config.variant == "init-sft":
             positives = sample_negatives(positive_policy, all_examples, settings, cache_root=config.negatives_cache,
