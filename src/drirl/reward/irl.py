@@ -21,6 +21,11 @@ the demonstration's ``Draft: ... -> ...`` line, refusals in the demonstration's 
 prompts (written from the harmful categories' phrasing, plus a policy's own over-refusals), and another prompt's
 demonstration as a relevance negative; both answers cut at sentence ends to a common length.
 
+``on_policy_samples`` adds pairs of the warm start's *own* samples that differ in the decision (its refusal over its
+compliant answer on a harmful prompt, its answer over its refusal on a benign one): the controlled pairs teach the
+decision on the demonstrations' text, and without these the reward barely ranks the policy's own candidates by it
+(docs/results/reward-decision.md, the Best-of-8 gate).
+
 ``init_from_pooled`` first fits one pooled model on every category's pairs and starts each category's adapter and
 head (or full model) from it, so a category with few pairs refines shared knowledge instead of starting cold; the
 pooled model is kept in the bundle as ``all``.
