@@ -225,14 +225,14 @@ def test_warm_start_sft_starts_grpo_from_the_sft_model(tmp_path, monkeypatch):
     expected = [("baseline", "sft"), ("reward", sft_model), ("align", sft_model), ("align", sft_model)]
     assert run("sft", name="neg", negatives="policy+warm_start") == expected
     assert run("sft", name="neg", negatives="policy+warm_start", sft_rate=1e-4) == expected
-    # The warm start's own decision pairs (and its over-refusals) need its samples: accepted when the run samples it,
-    # refused when the config is loaded, before any stage runs, when it does not.
+    # The warm start's over-refusals need its samples: accepted when the run samples it, refused when the config is
+    # loaded, before any stage runs, when it does not.
     own_pairs = {"negatives": "controlled", "on_policy_samples": 4, "overrefusal_split": "validation"}
     for negatives in ("policy+warm_start", "policy"):
         values = {"run": {"output": str(tmp_path / "x"), "policy": "some/policy", "warm_start": "sft",
                           "reward_negatives": negatives, "methods": ["base", "dr-irl"]}, "reward": own_pairs}
         if negatives == "policy":
-            with pytest.raises(ConfigError, match="on_policy_samples needs negatives: controlled and an extra"):
+            with pytest.raises(ConfigError, match="overrefusal_split needs negatives: controlled and an extra"):
                 pipeline.load_pipeline_config(None, values)
         else:
             assert pipeline.load_pipeline_config(None, values).sections["reward"]["on_policy_samples"] == 4

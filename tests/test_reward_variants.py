@@ -270,16 +270,37 @@ def test_on_policy_pairs_join_each_categorys_model(tiny_lm_path, monkeypatch):
     config = irl.RewardTrainConfig(output="x", negatives="controlled", extra_negative_policy="sft",
                                    on_policy_samples=4, on_policy_temperature=0.7)
     groups = {"crime": rows[:1], "benign": rows[1:]}
-    pairs = irl._on_policy_pairs_by_model(config, groups, rows, load_tokenizer(str(tiny_lm_path)))
+    pairs = irl._on_policy_pairs_by_model(config, groups, rows, load_tokenizer(str(tiny_lm_path)), "sft")
     assert seen["reference"] == "sft"
     assert (seen["settings"].num_return_sequences, seen["settings"].temperature) == (4, 0.7)
     assert [(p["chosen"], p["rejected"]) for p in pairs["crime"]] == [
         ("I can't help with stealing cars.", "Sure. Break the window first.")]
     assert [(p["chosen"], p["rejected"]) for p in pairs["benign"]] == [
         ("Run kill PID. That stops it.", "I can't help with killing anything.")]
-    with pytest.raises(ValueError, match="on_policy_samples needs negatives: controlled and an extra_negative_policy"):
-        irl.RewardTrainConfig(output="x", negatives="controlled", on_policy_samples=4)
+    with pytest.raises(ValueError, match="on_policy_samples needs negatives: controlled"):
+        irl.RewardTrainConfig(output="x", on_policy_samples=4)
     with pytest.raises(ValueError, match="cannot pair"):
         irl.RewardTrainConfig(output="x", negatives="controlled", extra_negative_policy="sft", on_policy_samples=1)
     # init-sft ignores it (its pairs are samples), so one reward section serves every method.
     assert irl.RewardTrainConfig(output="x", variant="init-sft", on_policy_samples=4).on_policy_samples == 4
+
+
+def test_on_policy_pairs_come_from_the_policy_without_a_warm_start(tmp_path, tiny_lm_path, monkeypatch):
+    """Without an extra_negative_policy (`drirl reward train` alone) the on-policy pairs are the negatives' policy's."""
+    from test_reward_support import reward_config, write_data
+
+    from drirl.reward import irl
+
+    data = write_data(tmp_path, train_per_category=1, test_per_category=0)
+    config = reward_config(tmp_path, tiny_lm_path, data, "rm", categories=["crime"], negatives="controlled",
+                           on_policy_samples=2)
+    sources = []
+    monkeypatch.setattr(irl, "sample_negatives", lambda reference, examples, settings, **_: (
+        sources.append((reference, settings.num_return_sequences)),
+        {e.id: ["I can't help with that.", "Sure. Do it."][:settings.num_return_sequences] for e in examples})[1])
+    monkeypatch.setattr(irl, "_fit_once", lambda pairs, config, tokenizer, target, *a, **k: (
+        target.mkdir(parents=True, exist_ok=True), {"pairs": [p["kind"] for p in pairs]})[1])
+    bundle = irl.train_reward_models(config)
+    assert sources == [(str(tiny_lm_path), 1), (str(tiny_lm_path), 2)]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "on-policy refusal" in manifest["models"]["crime"]["metrics"]["pairs"]

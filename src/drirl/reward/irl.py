@@ -21,8 +21,8 @@ the demonstration's ``Draft: ... -> ...`` line, refusals in the demonstration's 
 prompts (written from the harmful categories' phrasing, plus a policy's own over-refusals), and another prompt's
 demonstration as a relevance negative; both answers cut at sentence ends to a common length.
 
-``on_policy_samples`` adds pairs of the warm start's *own* samples that differ in the decision (its refusal over its
-compliant answer on a harmful prompt, its answer over its refusal on a benign one): the controlled pairs teach the
+``on_policy_samples`` adds pairs of the starting policy's *own* samples that differ in the decision (its refusal over
+its compliant answer on a harmful prompt, its answer over its refusal on a benign one): the controlled pairs teach the
 decision on the demonstrations' text, and without these the reward barely ranks the policy's own candidates by it
 (docs/results/reward-decision.md, the Best-of-8 gate).
 
@@ -112,13 +112,15 @@ class RewardTrainConfig:
         "of this split (e.g. 'validation': prompts it was not trained on, where it over-refuses more) and add each "
         "refusal, against that prompt's demonstration, to the benign model's pairs. Never 'test'."))
     on_policy_samples: int = field(default=0, metadata=help_field(
-        "negatives: controlled, with extra_negative_policy (the warm start GRPO samples from): also draw this many "
-        "samples of it per training prompt at on_policy_temperature and pair its own samples by their decision, "
+        "negatives: controlled: also draw this many samples per training prompt, at on_policy_temperature, of the "
+        "policy GRPO starts from (extra_negative_policy, the warm start under `drirl run` with "
+        "run.reward_negatives: policy+warm_start; without one, the policy that gives the negatives) and pair them by "
+        "their decision, "
         "judged by the offline rules judge (clear verdicts only): a refusal over a compliant answer on harmful "
         "prompts, an answer over a refusal on benign ones (drirl.reward.decision.on_policy_pairs). Teaches the "
         "reward to rank the policy's own candidates by the decision, which the demonstration-form pairs alone do not "
-        "(docs/results/reward-decision.md). The warm start is then sampled once, at these settings: the first "
-        "negatives_per_prompt of each prompt's samples are its negatives. init-sft ignores it, as it ignores "
+        "(docs/results/reward-decision.md). An extra_negative_policy is then sampled once, at these settings: the "
+        "first negatives_per_prompt of each prompt's samples are its negatives. init-sft ignores it, as it ignores "
         "`negatives`. 0: off."))
     on_policy_pairs_per_prompt: int = field(default=2, metadata=help_field(
         "on_policy_samples: at most this many on-policy pairs per prompt."))
@@ -208,16 +210,14 @@ class RewardTrainConfig:
         if self.on_policy_samples < 0 or self.on_policy_pairs_per_prompt < 1:
             raise ValueError(f"on_policy_samples must be >= 0 and on_policy_pairs_per_prompt >= 1, got "
                              f"{self.on_policy_samples} and {self.on_policy_pairs_per_prompt}")
-        if 0 < self.on_policy_samples < self.negatives_per_prompt:
-            raise ValueError(f"on_policy_samples ({self.on_policy_samples}) must be at least negatives_per_prompt "
-                             f"({self.negatives_per_prompt}): the warm start's negatives are the first of its samples")
         if self.on_policy_samples == 1:
             raise ValueError("on_policy_samples: 1 cannot pair a sample with another; use 0 (off) or at least 2")
+        if self.extra_negative_policy and 0 < self.on_policy_samples < self.negatives_per_prompt:
+            raise ValueError(f"on_policy_samples ({self.on_policy_samples}) must be at least negatives_per_prompt "
+                             f"({self.negatives_per_prompt}): the warm start's negatives are the first of its samples")
         # init-sft ignores it like `negatives` (its pairs are samples already), so one reward section serves all.
-        if self.on_policy_samples and self.variant != "init-sft" and (
-                self.negatives != "controlled" or not self.extra_negative_policy):
-            raise ValueError("on_policy_samples needs negatives: controlled and an extra_negative_policy (`drirl run`: "
-                             "run.reward_negatives: policy+warm_start)")
+        if self.on_policy_samples and self.variant != "init-sft" and self.negatives != "controlled":
+            raise ValueError("on_policy_samples needs negatives: controlled")
         if self.overrefusal_split is not None:
             if self.overrefusal_split in ("test", "train"):
                 raise ValueError(f"overrefusal_split must name a split other than train and test, got "
@@ -508,11 +508,12 @@ def _controlled_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list
 
 
 def _on_policy_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list[Any]], all_examples: list[Any],
-                              tokenizer: Any) -> dict[str, list[dict[str, Any]]]:
-    """``on_policy_samples``: the warm start's own samples paired by their decision, per model of ``groups``."""
+                              tokenizer: Any, source: str) -> dict[str, list[dict[str, Any]]]:
+    """``on_policy_samples``: the samples of ``source`` (the policy GRPO starts from) paired by their decision, per
+    model of ``groups``."""
     from drirl.reward.decision import default_decision_labeler, on_policy_pairs
 
-    samples = sample_negatives(str(config.extra_negative_policy), all_examples, config.on_policy_settings(),
+    samples = sample_negatives(source, all_examples, config.on_policy_settings(),
                                cache_root=config.negatives_cache, system_prompt=config.system_prompt)
     label = default_decision_labeler()
 
@@ -522,7 +523,7 @@ def _on_policy_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list[
     result = {name: on_policy_pairs(items, samples, label=label, count=count,
                                     pairs_per_prompt=config.on_policy_pairs_per_prompt, seed=config.seed)
               for name, items in groups.items()}
-    logger.info("on-policy decision pairs from %s (%d samples per prompt): %s", config.extra_negative_policy,
+    logger.info("on-policy decision pairs from %s (%d samples per prompt): %s", source,
                 config.on_policy_samples, ", ".join(f"{name} {len(pairs)}" for name, pairs in result.items()))
     return result
 
@@ -614,7 +615,9 @@ def train_reward_models(config: RewardTrainConfig, *, improve_policy: PolicyImpr
                     pairs_by_model[benign_model] = pairs_by_model[benign_model] + _overrefusal_pairs(
                         config, overrefusal_examples, settings, tokenizer)
             if config.on_policy_samples:
-                for name, pairs in _on_policy_pairs_by_model(config, groups, all_examples, tokenizer).items():
+                source = str(config.extra_negative_policy or sampler)
+                for name, pairs in _on_policy_pairs_by_model(config, groups, all_examples, tokenizer,
+                                                             source).items():
                     pairs_by_model[name] = pairs_by_model[name] + pairs
         else:
             pairs_by_model = {name: build_pairs(items, positives, negatives) for name, items in groups.items()}
