@@ -115,13 +115,12 @@ class RewardTrainConfig:
         "negatives: controlled: also draw this many samples per training prompt, at on_policy_temperature, of the "
         "policy GRPO starts from (extra_negative_policy, the warm start under `drirl run` with "
         "run.reward_negatives: policy+warm_start; without one, the policy that gives the negatives) and pair them by "
-        "their decision, "
-        "judged by the offline rules judge (clear verdicts only): a refusal over a compliant answer on harmful "
-        "prompts, an answer over a refusal on benign ones (drirl.reward.decision.on_policy_pairs). Teaches the "
-        "reward to rank the policy's own candidates by the decision, which the demonstration-form pairs alone do not "
-        "(docs/results/reward-decision.md). An extra_negative_policy is then sampled once, at these settings: the "
-        "first negatives_per_prompt of each prompt's samples are its negatives. init-sft ignores it, as it ignores "
-        "`negatives`. 0: off."))
+        "their decision, judged by the offline rules judge (clear verdicts only): a refusal over a compliant answer "
+        "on harmful prompts, an answer over a refusal on benign ones (drirl.reward.decision.on_policy_pairs). It "
+        "teaches the reward to rank the policy's own candidates by the decision; at the demo's size GRPO-S from such "
+        "a reward did not improve on its warm start (docs/results/on-policy-cpu.md). An extra_negative_policy is "
+        "then sampled once, at these settings: the first negatives_per_prompt of each prompt's samples are its "
+        "negatives. init-sft ignores it, as it ignores `negatives`. 0: off."))
     on_policy_pairs_per_prompt: int = field(default=2, metadata=help_field(
         "on_policy_samples: at most this many on-policy pairs per prompt."))
     on_policy_temperature: float = field(default=1.0, metadata=help_field(
