@@ -275,14 +275,12 @@ def load_pipeline_config(path: str | Path | None, overrides: dict[str, dict[str,
     # Validate every section as each method will use it now, so a typo or a contradiction fails in a second rather
     # than after an hour of training.
     registry = pipeline.run.registry
-    # As _plan_reward_models will build them: with the warm start's samples as negatives where the run asks for them.
-    sft_negatives = (pipeline.run.warm_start == "sft" and pipeline.run.reward_negatives == "policy+warm_start"
-                     and any(registry[m].kind == "grpo" for m in pipeline.run.all_methods))
+    warm = _grpo_warm(pipeline.run, {registry[m].kind for m in pipeline.run.all_methods})
 
     def check_reward(method: Method) -> None:
-        variant = _reward_fixed(method).get("variant", DEMO_VARIANT)
+        # As _plan_reward_models will build it: with the warm start as extra policy where the run samples it.
         _reward_config(pipeline, "check", method,
-                       extra_negative_policy="check" if sft_negatives and variant != "init-sft" else None)
+                       extra_negative_policy="check" if _samples_warm_start(pipeline.run, method, warm) else None)
 
     for name in pipeline.run.all_methods:
         method = registry[name]
@@ -353,6 +351,18 @@ def section_config(cls: type, p: PipelineConfig, section: str, fixed: dict[str, 
 
 def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def _grpo_warm(run: RunConfig, kinds: set[str]) -> bool:
+    """Whether the GRPO methods start from the SFT model (run.warm_start: sft and a GRPO method to start)."""
+    return run.warm_start == "sft" and "grpo" in kinds
+
+
+def _samples_warm_start(run: RunConfig, method: Method, warm: bool) -> bool:
+    """Whether ``method``'s reward stage also samples the SFT warm start (run.reward_negatives: policy+warm_start);
+    init-sft pairs its own samples one to one and never does."""
+    return (warm and run.reward_negatives == "policy+warm_start"
+            and _reward_fixed(method).get("variant", DEMO_VARIANT) != "init-sft")
 
 
 def _reward_fixed(method: Method) -> dict[str, Any]:
@@ -511,7 +521,7 @@ def _plan_seed(config: PipelineConfig, plan: RunPlan, methods: list[Method], see
     kinds = {m.kind for m in methods}
     users = _bundle_users(methods)
     s = _Seed(config, plan, methods, seed, _suffix(config, seed), seed == config.run.all_seeds[0],
-              warm=config.run.warm_start == "sft" and "grpo" in kinds,
+              warm=_grpo_warm(config.run, kinds),
               dpo_warm=config.run.warm_start == "sft" and "dpo" in kinds,
               bundle_users=users, needs_sft_policy=_needs_sft_policy(users))
     _plan_warm_start(s)
@@ -549,7 +559,6 @@ def _plan_reward_models(s: _Seed) -> None:
     from drirl.reward.irl import RewardTrainConfig
 
     config, plan = s.config, s.plan
-    sft_negatives = s.warm and config.run.reward_negatives == "policy+warm_start"
     for method in s.bundle_users:
         fixed = _reward_fixed(method)
         key = (fixed.get("per_category"), fixed.get("variant"))
@@ -560,7 +569,7 @@ def _plan_reward_models(s: _Seed) -> None:
         if name in plan.bundles:
             continue
         variant = fixed.get("variant", DEMO_VARIANT)
-        extra = s.sft_model if sft_negatives and variant != "init-sft" else None
+        extra = s.sft_model if _samples_warm_start(config.run, method, s.warm) else None
         sft_policy = s.sft_model if s.needs_sft_policy and variant in ("sft-demo", "init-sft") else None
         rc = _reward_config(config, str(plan.root / name / "bundle"), method, seed=s.seed,
                             extra_negative_policy=extra, sft_policy=sft_policy)

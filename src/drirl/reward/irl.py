@@ -44,6 +44,7 @@ import random
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -481,6 +482,11 @@ def _model_ref_for_manifest(reference: str) -> str:
     return str(path.resolve()) if path.is_dir() else reference
 
 
+def _token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Tokens of a text under the reward backbone's tokenizer: the length both sides of a pair are matched in."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _controlled_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list[Any]],
                                negatives: dict[str, list[str]], all_examples: list[Any],
                                tokenizer: Any) -> dict[str, list[dict[str, Any]]]:
@@ -489,10 +495,7 @@ def _controlled_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list
 
     sources = refusal_sources([e for e in all_examples if e.category != "benign"])
     judge = default_refusal_judge()
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    count = _token_counter(tokenizer)
     result = {}
     for name, items in groups.items():
         pairs = controlled_pairs(items, negatives, sources=sources, refusals_per_prompt=config.refusals_per_prompt,
@@ -514,11 +517,7 @@ def _on_policy_pairs_by_model(config: RewardTrainConfig, groups: dict[str, list[
 
     samples = sample_negatives(source, all_examples, config.on_policy_settings(),
                                cache_root=config.negatives_cache, system_prompt=config.system_prompt)
-    label = default_decision_labeler()
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    label, count = default_decision_labeler(), _token_counter(tokenizer)
     result = {name: on_policy_pairs(items, samples, label=label, count=count,
                                     pairs_per_prompt=config.on_policy_pairs_per_prompt, seed=config.seed)
               for name, items in groups.items()}
@@ -534,12 +533,9 @@ def _overrefusal_pairs(config: RewardTrainConfig, examples: list[Any], settings:
 
     samples = sample_negatives(str(config.extra_negative_policy), examples, settings,
                                cache_root=config.negatives_cache, system_prompt=config.system_prompt)
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
     pairs = controlled_pairs(examples, samples, sources={}, refusals_per_prompt=0, relevance_negatives=0,
-                             is_refusal=default_refusal_judge(), count=count, seed=config.seed)
+                             is_refusal=default_refusal_judge(), count=_token_counter(tokenizer),
+                             seed=config.seed)
     logger.info("over-refusal split %r: %d refusal(s) of %s on %d benign prompts", config.overrefusal_split,
                 len(pairs), config.extra_negative_policy, len(examples))
     return pairs
