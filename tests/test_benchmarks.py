@@ -230,3 +230,28 @@ def test_gpu_check_tiny_mode_prints_one_table_with_every_section(tmp_path):
     assert record["align"]["alignment"]["steps"] == 2
     assert len(record["step"]["times"]["grpo-s"]) == 1  # --steps 1 in tiny mode: the warm-up step is left out
     assert (out / "gpu_check.md").read_text().strip() == table.split("\n\nrerun:")[0].strip()
+
+
+def test_training_summary_averages_logged_steps_and_compares_first_and_last_rewards():
+    summary = _load("training_summary")
+    history = [{"reward": r, "scaling/alpha/std": 0.1 * i, "frac_reward_zero_std": 0.5, "reward_std": 1.0}
+               for i, r in enumerate([0.0, 1.0, 2.0, 3.0])] + [{"train_runtime": 9.0}]  # the final summary row
+    row = summary.summarise(history, window=2)
+    assert row["steps"] == 4
+    assert row["reward first"] == pytest.approx(0.5) and row["reward last"] == pytest.approx(2.5)
+    assert row["α sd"] == pytest.approx(0.15)
+    assert row["zero-sd groups"] == pytest.approx(0.5)
+    assert row["clipped"] != row["clipped"]  # not logged (no scaling): NaN, not 0
+
+
+def test_eval_run_on_finds_every_seed_of_each_method(tmp_path):
+    finder = _load("eval_run_on")
+    (tmp_path / "config.json").write_text(json.dumps({"run": {"seeds": [3, 5]}}))
+    for folder, model in (("eval-sft", "m/sft3"), ("eval-sft/seed-5", "m/sft5"), ("eval-dr-irl", "m/dr3")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "stage.json").write_text(json.dumps({"settings": {"model": model, "judge": "rules"}}))
+    (tmp_path / "eval-dr-irl" / "seed-5").mkdir()  # unfinished: no stage.json
+    found = finder.run_evaluations(tmp_path, ["sft", "dr-irl", "grpo"])
+    assert [(m, s, str(p), c["model"]) for m, s, p, c in found] == [
+        ("sft", 3, "eval-sft", "m/sft3"), ("sft", 5, "eval-sft/seed-5", "m/sft5"),
+        ("dr-irl", 3, "eval-dr-irl", "m/dr3")]
