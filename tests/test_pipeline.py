@@ -265,11 +265,11 @@ def test_repository_configs_load_and_the_demo_copy_matches_the_packaged_one():
         config = pipeline.load_pipeline_config(path)
         assert config.run.output and set(config.run.methods) <= set(config.run.registry), path.name
     assert (ROOT / "configs" / "demo.yaml").read_text() == demo_config_path().read_text()
-    # The CPU comparison says it reuses the demo's stages when run into the demo's folder: the sections those
+    # The CPU recipes say they reuse the demo's stages when run into the demo's folder: the sections those
     # stages are built from must be the demo's.
     demo = read_yaml(ROOT / "configs" / "demo.yaml")
     shared = {}
-    for name in ("compare_cpu.yaml", "ablations_cpu.yaml"):
+    for name in ("compare_cpu.yaml", "ablations_cpu.yaml", "dose_k_cpu.yaml"):
         compare = read_yaml(ROOT / "configs" / name)
         for section in ("reward", "sft", "align", "eval"):
             assert compare[section] == demo[section], (name, section)
