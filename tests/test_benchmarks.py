@@ -255,3 +255,17 @@ def test_eval_run_on_finds_every_seed_of_each_method(tmp_path):
     assert [(m, s, str(p), c["model"]) for m, s, p, c in found] == [
         ("sft", 3, "eval-sft", "m/sft3"), ("sft", 5, "eval-sft/seed-5", "m/sft5"),
         ("dr-irl", 3, "eval-dr-irl", "m/dr3")]
+
+
+def test_identical_share_counts_the_same_response_to_the_same_prompt(tmp_path):
+    rejudge = _load("rejudge_run")
+    rows_a = [{"set": "harmful", "id": 1, "response": "No."}, {"set": "benign", "id": 1, "response": "Sure: x"},
+              {"set": "harmful", "id": 2, "response": "Here is how"}, {"set": "qa", "id": 9, "response": "Paris"}]
+    rows_b = [{"set": "harmful", "id": 1, "response": "No."}, {"set": "benign", "id": 1, "response": "I can't"},
+              {"set": "harmful", "id": 2, "response": "Here is how"}, {"set": "qa", "id": 9, "response": "Lyon"},
+              {"set": "harmful", "id": 3, "response": "only in b"}]
+    for name, rows in (("a", rows_a), ("b", rows_b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # harmful 1 and 2 match, benign 1 differs (same id, other set), QA is not a safety set, harmful 3 is b's alone
+    assert rejudge.identical_share(tmp_path / "a", tmp_path / "b") == pytest.approx(2 / 3)
