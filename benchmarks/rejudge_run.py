@@ -106,8 +106,10 @@ def main() -> int:
                 continue  # a prompt file without this set (an imported benchmark of harmful prompts only)
             a_by, b_by = zip(*(aligned_outcomes(per[a][s][name], per[b][s][name]) for s in seeds), strict=True)
             c = paired_comparison(list(a_by), list(b_by))
+            per_seed = [rates[a][name][s] - rates[b][name][s] for s in seeds]
             comparisons[f"{a} − {b}: {name}"] = {"difference": c.difference, "low": c.low, "high": c.high,
-                                                 "p": c.p_value, "n_pairs": c.n_pairs, "seeds": seeds}
+                                                 "p": c.p_value, "n_pairs": c.n_pairs, "seeds": seeds,
+                                                 "per_seed": per_seed}
     if args.json:
         print(json.dumps({"rates": rates, "recorded": old, "comparisons": comparisons}, default=str))
         return 0
@@ -127,8 +129,9 @@ def main() -> int:
             print(f"{key}: {shown} (seeds {c['seeds']})")
             continue
         p = "–" if c["p"] is None else f"{c['p']:.3g}"
+        by_seed = " / ".join(f"{100 * d:+.1f}" for d in c["per_seed"])
         print(f"{key}: {100 * c['difference']:+.1f} points [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}], p = {p} "
-              f"(n = {c['n_pairs']} prompt pairs, seeds {c['seeds']})")
+              f"(n = {c['n_pairs']} prompt pairs, seeds {c['seeds']}: {by_seed})")
     return 0
 
 
