@@ -19,7 +19,10 @@ PAIRED_METRICS = (("harmful_refusal", "harmful", True, "harmful refusal"),
 
 
 def load_outcomes(eval_dir: str | Path) -> dict[str, dict[str, float]]:
-    """{headline key: {prompt id: 0/1}} from an evaluation's responses.jsonl (refused, or complied, per prompt)."""
+    """{headline key: {prompt id: 0/1}} from an evaluation's responses.jsonl (refused, or complied, per prompt).
+
+    A degenerate response (a loop, a draft without an answer) counts 0 in both, as in the evaluation's own rates:
+    the paired differences and the rates printed beside them read the same outcomes."""
     out: dict[str, dict[str, float]] = {key: {} for key, *_ in PAIRED_METRICS}
     path = Path(eval_dir) / "responses.jsonl"
     if not path.is_file():
@@ -31,7 +34,8 @@ def load_outcomes(eval_dir: str | Path) -> dict[str, dict[str, float]]:
         for key, kind, refusal, _ in PAIRED_METRICS:
             if record.get("set") == kind and isinstance(record.get("verdict"), dict):
                 refused = bool(record["verdict"].get("refused"))
-                out[key][str(record["id"])] = float(refused if refusal else not refused)
+                degenerate = bool(record.get("degenerate"))
+                out[key][str(record["id"])] = float((refused if refusal else not refused) and not degenerate)
     return out
 
 
