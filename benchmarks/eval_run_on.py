@@ -25,11 +25,13 @@ CARRIED = ("max_new_tokens", "batch_size", "judge", "system_prompt", "bf16", "se
 
 def run_evaluations(run: Path, methods: list[str]) -> list[tuple[str, int, Path, dict]]:
     """(method, seed, folder suffix, eval settings) of every finished evaluation of ``methods`` in ``run``."""
+    from drirl.pipeline import seed_folder
+
     seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
     found = []
     for method in methods:
-        for index, seed in enumerate(seeds):
-            suffix = Path(f"eval-{method}") / ("" if index == 0 else f"seed-{seed}")
+        for seed in seeds:
+            suffix = seed_folder(f"eval-{method}", seeds, seed)
             stage = run / suffix / "stage.json"
             if stage.is_file():
                 found.append((method, seed, suffix, json.loads(stage.read_text())["settings"]))

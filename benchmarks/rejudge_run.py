@@ -24,10 +24,12 @@ SETS = {kind for _, kind, _ in METRICS}
 
 def eval_folders(run: Path, method: str) -> dict[int, Path]:
     """{seed: eval folder}: eval-<method> is the first seed (0 unless the run's config says otherwise)."""
+    from drirl.pipeline import seed_folder
+
     seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
     found = {}
-    for index, seed in enumerate(seeds):
-        folder = run / f"eval-{method}" / ("" if index == 0 else f"seed-{seed}")
+    for seed in seeds:
+        folder = seed_folder(run / f"eval-{method}", seeds, seed)
         if (folder / "responses.jsonl").is_file():
             found[seed] = folder
     return found

@@ -24,10 +24,12 @@ AVERAGED = (("α sd", "scaling/alpha/std"), ("α^D sd", "scaling/alpha_data/std"
 
 def align_folders(run: Path, method: str) -> dict[int, Path]:
     """{seed: align folder holding log_history.json}; align-<method> is the first seed."""
+    from drirl.pipeline import seed_folder
+
     seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
     found = {}
-    for index, seed in enumerate(seeds):
-        folder = run / f"align-{method}" / ("" if index == 0 else f"seed-{seed}") / "run"
+    for seed in seeds:
+        folder = seed_folder(run / f"align-{method}", seeds, seed) / "run"
         if (folder / "log_history.json").is_file():
             found[seed] = folder
     return found

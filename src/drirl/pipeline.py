@@ -471,9 +471,19 @@ class RunPlan:
         return stage
 
 
+def seed_suffix(seeds: list[int], seed: int) -> str:
+    """The folder suffix of ``seed``'s copy of a stage: "" for the first of ``seeds``, "/seed-N" for the others. The
+    first seed keeps the folder names of a one-seed run, so runs made before run.seeds existed are reused."""
+    return "" if seed == seeds[0] else f"/seed-{seed}"
+
+
+def seed_folder(stage_folder: str | Path, seeds: list[int], seed: int) -> Path:
+    """Where ``seed``'s copy of a stage lives (RUN/eval-dr-irl, RUN/eval-dr-irl/seed-1); see :func:`seed_suffix`."""
+    return Path(f"{stage_folder}{seed_suffix(seeds, seed)}")
+
+
 def _suffix(config: PipelineConfig, seed: int) -> str:
-    # The first seed keeps the folder names of a one-seed run, so runs made before run.seeds existed are reused.
-    return "" if seed == config.run.all_seeds[0] else f"/seed-{seed}"
+    return seed_suffix(config.run.all_seeds, seed)
 
 
 def plan_pipeline(config: PipelineConfig) -> RunPlan:
