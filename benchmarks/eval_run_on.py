@@ -25,9 +25,9 @@ CARRIED = ("max_new_tokens", "batch_size", "judge", "system_prompt", "bf16", "se
 
 def run_evaluations(run: Path, methods: list[str]) -> list[tuple[str, int, Path, dict]]:
     """(method, seed, folder suffix, eval settings) of every finished evaluation of ``methods`` in ``run``."""
-    from drirl.pipeline import seed_folder
+    from drirl.pipeline import recorded_seeds, seed_folder
 
-    seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
+    seeds = recorded_seeds(run)
     found = []
     for method in methods:
         for seed in seeds:
@@ -47,14 +47,15 @@ def main() -> int:
     args = parser.parse_args()
 
     from drirl.eval.harness import EvalConfig, evaluate
+    from drirl.pipeline import recorded_seeds
 
     found = run_evaluations(args.run, args.methods)
     if not found:
         parser.error(f"no finished evaluation of {', '.join(args.methods)} in {args.run}")
     args.output.mkdir(parents=True, exist_ok=True)
-    seeds = json.loads((args.run / "config.json").read_text())["run"].get("seeds") or [0]
     (args.output / "config.json").write_text(json.dumps(
-        {"run": {"seeds": seeds}, "source_run": str(args.run), "eval_data": args.eval_data}, indent=2) + "\n")
+        {"run": {"seeds": recorded_seeds(args.run)}, "source_run": str(args.run), "eval_data": args.eval_data},
+        indent=2) + "\n")
     for method, seed, suffix, settings in found:
         out = args.output / suffix
         if (out / "eval.json").is_file():

@@ -24,9 +24,9 @@ SETS = {kind for _, kind, _ in METRICS}
 
 def eval_folders(run: Path, method: str) -> dict[int, Path]:
     """{seed: eval folder}: eval-<method> is the first seed (0 unless the run's config says otherwise)."""
-    from drirl.pipeline import seed_folder
+    from drirl.pipeline import recorded_seeds, seed_folder
 
-    seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
+    seeds = recorded_seeds(run)
     found = {}
     for seed in seeds:
         folder = seed_folder(run / f"eval-{method}", seeds, seed)
@@ -87,8 +87,9 @@ def main() -> int:
     from drirl.eval.stats import aligned_outcomes, paired_comparison, seed_summary
 
     judge = build_judge(args.judge or DEFAULT_JUDGE)
-    per = {m: {s: outcomes(f, judge) for s, f in eval_folders(args.run, m).items()} for m in args.methods}
-    old = {m: {s: recorded(f) for s, f in eval_folders(args.run, m).items()} for m in args.methods}
+    folders = {m: eval_folders(args.run, m) for m in args.methods}
+    per = {m: {s: outcomes(f, judge) for s, f in folders[m].items()} for m in args.methods}
+    old = {m: {s: recorded(f) for s, f in folders[m].items()} for m in args.methods}
     names = [n for n, *_ in METRICS] + ["degenerate_harmful"]
     rates = {m: {n: {s: sum(o[n].values()) / len(o[n]) for s, o in per[m].items() if o[n]} for n in names}
              for m in args.methods}
@@ -99,8 +100,7 @@ def main() -> int:
         if a not in per or b not in per:
             continue
         seeds = sorted(set(per[a]) & set(per[b]))
-        folders_a, folders_b = eval_folders(args.run, a), eval_folders(args.run, b)
-        same = [identical_share(folders_a[s], folders_b[s]) for s in seeds]
+        same = [identical_share(folders[a][s], folders[b][s]) for s in seeds]
         comparisons[f"{a} − {b}: identical responses"] = {"share": sum(same) / len(same) if same else None,
                                                           "per_seed": same, "seeds": seeds}
         for name in names[:3]:

@@ -24,9 +24,9 @@ AVERAGED = (("α sd", "scaling/alpha/std"), ("α^D sd", "scaling/alpha_data/std"
 
 def align_folders(run: Path, method: str) -> dict[int, Path]:
     """{seed: align folder holding log_history.json}; align-<method> is the first seed."""
-    from drirl.pipeline import seed_folder
+    from drirl.pipeline import recorded_seeds, seed_folder
 
-    seeds = json.loads((run / "config.json").read_text())["run"].get("seeds") or [0]
+    seeds = recorded_seeds(run)
     found = {}
     for seed in seeds:
         folder = seed_folder(run / f"align-{method}", seeds, seed) / "run"

@@ -269,3 +269,12 @@ def test_identical_share_counts_the_same_response_to_the_same_prompt(tmp_path):
         (tmp_path / name / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # harmful 1 and 2 match, benign 1 differs (same id, other set), QA is not a safety set, harmful 3 is b's alone
     assert rejudge.identical_share(tmp_path / "a", tmp_path / "b") == pytest.approx(2 / 3)
+
+
+def test_a_one_seed_run_is_labelled_with_its_own_seed(tmp_path):
+    # config.json of a run without run.seeds: its one seed is run.seed (here 7), whose stages have no seed-N folder.
+    finder = _load("eval_run_on")
+    (tmp_path / "config.json").write_text(json.dumps({"run": {"seeds": [], "seed": 7}}))
+    (tmp_path / "eval-sft").mkdir()
+    (tmp_path / "eval-sft" / "stage.json").write_text(json.dumps({"settings": {"model": "m/sft7"}}))
+    assert [(m, s, str(p)) for m, s, p, _ in finder.run_evaluations(tmp_path, ["sft"])] == [("sft", 7, "eval-sft")]

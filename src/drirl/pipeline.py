@@ -482,6 +482,13 @@ def seed_folder(stage_folder: str | Path, seeds: list[int], seed: int) -> Path:
     return Path(f"{stage_folder}{seed_suffix(seeds, seed)}")
 
 
+def recorded_seeds(run_folder: str | Path) -> list[int]:
+    """The seeds a finished run was trained with, from its config.json (run.seeds, else [run.seed]), first seed
+    first: what :func:`seed_folder` needs to find each seed's stages."""
+    run = json.loads((Path(run_folder) / "config.json").read_text())["run"]
+    return list(run.get("seeds") or [run.get("seed", 0)])
+
+
 def _suffix(config: PipelineConfig, seed: int) -> str:
     return seed_suffix(config.run.all_seeds, seed)
 
